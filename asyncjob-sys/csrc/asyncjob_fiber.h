@@ -1,0 +1,125 @@
+/*
+ * asyncjob fiber primitive: the one header of asyncjob-sys, identical on every target.
+ *
+ * A fiber is a saved execution context. Exactly one fiber runs per thread at a time; the thread's own
+ * original context is represented by the "thread fiber". Control moves only through
+ * asyncjob_fiber_switch(), which saves the running context into `from` and resumes `to`.
+ *
+ * Nothing here knows about jobs, pools or OpenSSL; those rules live in the Rust crate `asyncjob`.
+ */
+#ifndef ASYNCJOB_FIBER_H
+#define ASYNCJOB_FIBER_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opaque saved context. */
+typedef struct asyncjob_fiber asyncjob_fiber;
+
+/*
+ * Entry point of a fiber. `arg` is the pointer given to asyncjob_fiber_create(); `first_value` is the
+ * value passed by the asyncjob_fiber_switch() that entered the fiber for the first time.
+ * An entry function must never return: it ends by switching away for good. Returning aborts the process.
+ */
+typedef void (*asyncjob_fiber_entry)(void *arg, void *first_value);
+
+/* Name of the compiled backend: "x86_64-sysv-asm", "aarch64-aapcs64-asm", "ucontext" or "windows-fibers". */
+const char *asyncjob_fiber_backend(void);
+
+/* 1 when fibers can be created and switched on this platform, 0 otherwise. Initialises nothing. */
+int asyncjob_fiber_is_capable(void);
+
+/*
+ * 1 when fibers run on caller-provided stacks (asm, ucontext). 0 when the operating system owns
+ * fiber stacks (Windows Fibers): then asyncjob_fiber_create() ignores `stack_base` and uses
+ * `stack_size` as the size of the stack it reserves.
+ */
+int asyncjob_fiber_uses_caller_stack(void);
+
+/*
+ * Bytes at the top of a caller-provided stack that asyncjob_fiber_create() may use for the fiber's
+ * own bookkeeping (so that creating a fiber needs no heap allocation). The usable stack for the
+ * entry function is stack_size minus this. 0 where the fiber lives on the heap.
+ */
+size_t asyncjob_fiber_stack_reserve(void);
+
+/*
+ * The fiber that stands for the calling thread's original context, created on first use (on Windows
+ * this converts the thread with ConvertThreadToFiberEx(FIBER_FLAG_FLOAT_SWITCH), or adopts
+ * GetCurrentFiber() when the thread already is a fiber). Idempotent per thread.
+ * Returns NULL if the thread cannot be prepared.
+ */
+asyncjob_fiber *asyncjob_thread_fiber(void);
+
+/*
+ * Undo asyncjob_thread_fiber() for the calling thread (Windows: ConvertFiberToThread, only if this
+ * library converted it). Must be called while the thread runs on its thread fiber. Safe to call when
+ * the thread was never prepared. A later asyncjob_thread_fiber() prepares the thread again.
+ */
+void asyncjob_thread_fiber_release(void);
+
+/*
+ * Make a fiber that will run entry(arg, first_value) on the stack [stack_base, stack_base + stack_size)
+ * when first switched to. stack_base must be 16-byte aligned and stack_size a multiple of 16 and at
+ * least 4096. The stack is not touched beyond the top asyncjob_fiber_stack_reserve() bytes until the
+ * fiber first runs. Returns NULL on failure. The caller keeps ownership of the stack memory.
+ */
+asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
+                                      void *arg);
+
+/*
+ * Save the running context into `from` (which must be the fiber currently running on this thread)
+ * and resume `to` (which must not be running anywhere). `value` is delivered to `to`: as the return
+ * value of the asyncjob_fiber_switch() that suspended it, or as `first_value` of its entry function.
+ * Returns the value passed by whichever switch later resumes `from`.
+ */
+void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+
+/*
+ * Release a fiber that is not running (a never-started fiber is fine). Does not free a caller-provided
+ * stack. Must not be given a thread fiber.
+ */
+void asyncjob_fiber_free(asyncjob_fiber *fiber);
+
+/* ---- Stacks ---------------------------------------------------------------------------------------- */
+
+/* How the guard below a stack was made. */
+typedef enum asyncjob_guard_kind {
+    ASYNCJOB_GUARD_NONE = 0,        /* no guard page (only for caller-supplied memory) */
+    ASYNCJOB_GUARD_MADVISE = 1,     /* Linux >= 6.13 MADV_GUARD_INSTALL: no extra memory mapping */
+    ASYNCJOB_GUARD_MPROTECT = 2,    /* PROT_NONE page (one extra mapping per stack) */
+    ASYNCJOB_GUARD_OS = 3           /* the OS fiber stack's own guard (Windows) */
+} asyncjob_guard_kind;
+
+/* A stack made by asyncjob_stack_alloc(). `base` is the lowest usable byte, `size` the usable bytes. */
+typedef struct asyncjob_stack {
+    void *base;
+    size_t size;
+    void *mapping;        /* start of the whole mapping, guard included */
+    size_t mapping_size;  /* size of the whole mapping, guard included */
+    asyncjob_guard_kind guard;
+} asyncjob_stack;
+
+/* The system page size. */
+size_t asyncjob_page_size(void);
+
+/*
+ * Reserve a stack of at least `size` usable bytes (rounded up to whole pages) with a guard page below
+ * it. Memory is committed lazily: only touched pages cost RSS. Returns 0 on success and fills *out;
+ * returns an errno value on failure (ENOMEM when neither a guard nor the mapping can be had: a stack
+ * without a guard is never handed out). Where asyncjob_fiber_uses_caller_stack() is 0 this returns
+ * ENOTSUP.
+ */
+int asyncjob_stack_alloc(size_t size, asyncjob_stack *out);
+
+/* Return a stack made by asyncjob_stack_alloc(). */
+void asyncjob_stack_free(asyncjob_stack *stack);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNCJOB_FIBER_H */

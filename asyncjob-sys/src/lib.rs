@@ -1,0 +1,1 @@
+//! Raw bindings to the asyncjob fiber shim (`csrc/asyncjob_fiber.h`).

@@ -1,0 +1,1 @@
+//! asyncjob (work in progress).
