@@ -1,1 +1,108 @@
-//! asyncjob (work in progress).
+//! OpenSSL's ASYNC job API in safe Rust: cooperative fibers with a per-thread job pool, and wait
+//! contexts that tell an application when a paused job can go on.
+//!
+//! # Jobs
+//!
+//! A *job* is a closure that runs on a stack of its own. [`start`] runs it at once, on the calling
+//! thread, until it either returns ([`Started::Finished`]) or calls [`pause`]
+//! ([`Started::Paused`]). A paused job is a [`Job`] handle; [`Job::resume`] continues it where it
+//! paused. Code deep inside a job (a crypto provider waiting for hardware, say) pauses without its
+//! callers knowing: nothing has to be `async`.
+//!
+//! ```
+//! use asyncjob::{Resumed, Started};
+//!
+//! let started = asyncjob::start(None, || {
+//!     asyncjob::pause(); // back to the caller of start()
+//!     6 * 7
+//! })
+//! .unwrap();
+//! let Started::Paused(job) = started else { unreachable!() };
+//! match job.resume().unwrap() {
+//!     Resumed::Finished(answer) => assert_eq!(answer, 42),
+//!     Resumed::Paused(_) => unreachable!(),
+//! }
+//! ```
+//!
+//! # The pool
+//!
+//! Each thread has its own pool of jobs, made with [`init_thread`] (`ASYNC_init_thread`) or
+//! automatically, without a size limit, by the first [`start`]. A job that finishes goes back to the
+//! pool with its stack and is the first one handed out again (last in, first out), so a warm pool
+//! starts jobs without allocating. When the pool is at its `max_size` and every job is paused,
+//! [`start`] gives the closure back in [`Started::NoJobs`]. [`cleanup_thread`] frees the pool; the
+//! thread's exit does so too.
+//!
+//! # Pausing
+//!
+//! [`pause`] inside a job returns control to whoever started or resumed it; outside a job it does
+//! nothing. [`block_pause`] returns a guard that makes [`pause`] return at once until it is dropped;
+//! as in OpenSSL the count is per thread, so a job that finishes while blocked leaves the next jobs of
+//! the thread blocked.
+//!
+//! # Wait contexts
+//!
+//! A [`WaitCtx`] (`ASYNC_WAIT_CTX`) goes with a job from its start to its end. Code inside the job
+//! registers the fds it waits on with [`WaitCtx::set_wait_fd`], then pauses; the application polls
+//! [`WaitCtx::all_fds`] or [`WaitCtx::changed_fds`] and resumes the job when one is ready. The change
+//! lists cover one *round*, which ends each time a paused job using the context is resumed.
+//!
+//! # Threads
+//!
+//! A job belongs to the thread that started it. [`Job`] and [`WaitCtx`] are neither `Send` nor `Sync`,
+//! so the compiler enforces what OpenSSL only documents (it crashes when a job finishes on another
+//! thread).
+//!
+//! # Stacks
+//!
+//! Stacks come from a guarded, lazily committed allocator ([`DEFAULT_STACK_SIZE`] usable bytes, a
+//! guard page below): a stack overflow inside a job ends the process with a message instead of
+//! corrupting memory, and a paused job costs only the pages it touched. [`set_stack_allocator`]
+//! (`ASYNC_set_mem_functions`) replaces the allocator before the first stack is made.
+//!
+//! # Panics and dropped jobs
+//!
+//! A panic inside a job is caught at the root of its stack and resumed in the caller of
+//! [`start`]/[`Job::resume`]; the job returns to the pool. Dropping a paused [`Job`] unwinds its stack,
+//! so everything its closure owns is dropped, and returns the job to the pool.
+//!
+//! # Deliberate deviations from OpenSSL
+//!
+//! Wherever OpenSSL's behaviour is defined, asyncjob does the same. Where OpenSSL crashes, corrupts
+//! its state or leaks, asyncjob stays safe:
+//!
+//! | OpenSSL 3.0 / 3.6 | asyncjob |
+//! |---|---|
+//! | Resuming a job started with no wait context: SIGSEGV | pauses and resumes normally |
+//! | `ret == NULL` when the job finishes: SIGSEGV | the result is a return value |
+//! | Nested `ASYNC_start_job` inside a job: error or bogus FINISH, then SIGSEGV | [`Error::Nested`]; the outer job carries on |
+//! | Job finished on another thread than the one it first ran on: SIGSEGV | [`Job`] is `!Send` |
+//! | Resume after `ASYNC_cleanup_thread`: use-after-free | works; the job joins the thread's next pool |
+//! | Stale (finished) handle passed back: double push into the pool, later jobs aliased | impossible: [`Job::resume`] consumes the handle |
+//! | `ASYNC_WAIT_CTX_free` while a paused job uses it: use-after-free | the job keeps its own handle; the context lives until the job ends |
+//! | More than 32 KiB of stack inside a job: silent heap corruption | guard page: clean abort with a message |
+//! | `ASYNC_cleanup_thread` with jobs paused: they leak | [`Error::JobsOutstanding`]; the jobs stay valid |
+//! | `ASYNC_init_thread` twice: the old pool and its jobs leak | the old idle jobs are freed |
+//! | `init_thread(max > INT_MAX)`: accepted by 3.0, rejected by 3.6 | rejected, as the newest release does |
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod fiber;
+mod hook;
+mod job;
+mod pool;
+mod stack;
+mod wait_ctx;
+
+pub use error::Error;
+pub use hook::{SwitchHook, set_switch_hook};
+pub use job::{
+    Job, JobId, PauseBlock, ResumeError, Resumed, Started, backend, block_pause, current_job,
+    current_wait_ctx, is_cancelling, is_capable, pause, pause_blocked_count, start, unblock_pause,
+};
+pub use pool::{PoolStats, cleanup_thread, init_thread, pool_stats};
+pub use stack::{
+    DEFAULT_STACK_SIZE, StackAllocator, StackMemory, set_stack_allocator, stack_allocator_locked,
+};
+pub use wait_ctx::{AsyncFd, FdCleanup, WaitCallback, WaitCtx, WaitKey};

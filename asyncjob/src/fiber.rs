@@ -1,0 +1,373 @@
+//! The only module that touches `asyncjob_sys`, and the only one with `unsafe` code.
+//!
+//! It turns the raw shim into a small safe vocabulary for `job.rs`: create a fiber with a stack,
+//! launch a closure on it, resume it, let it suspend itself, and know which fiber is running.
+//!
+//! The switch protocol: the resumer (the thread's own context, or a running job when a paused job is
+//! dropped from inside another job) lends the fiber two things for the duration of one switch: a
+//! launcher (on the first run of a job) and an output slot where the job writes its result when it
+//! finishes. The fiber reports back with one of two exit codes; the resumer reads the slot only after
+//! control has come back, while the fiber is suspended, so the two never touch it at the same time.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::thread;
+
+use asyncjob_sys as sys;
+
+use crate::job::JobData;
+use crate::stack::{self, Allocator, DEFAULT_STACK_SIZE, StackMemory};
+
+/// Passed into a suspended fiber by its resumer.
+const WAKE_RESUME: usize = 1;
+const WAKE_CANCEL: usize = 2;
+/// Passed back to the resumer by the fiber.
+const EXIT_PAUSED: usize = 1;
+const EXIT_FINISHED: usize = 2;
+
+/// Smallest custom stack accepted, beyond the shim's reserve: anything smaller cannot even run the
+/// launch frames.
+const MIN_CUSTOM_STACK: usize = 16 * 1024;
+
+/// Whether the platform can create and switch fibers (`ASYNC_is_capable`).
+pub(crate) fn is_capable() -> bool {
+    // SAFETY: a pure query with no preconditions.
+    unsafe { sys::asyncjob_fiber_is_capable() != 0 }
+}
+
+/// Whether fibers run on stacks that asyncjob provides (false with Windows Fibers).
+pub(crate) fn uses_caller_stacks() -> bool {
+    // SAFETY: a pure query with no preconditions.
+    unsafe { sys::asyncjob_fiber_uses_caller_stack() != 0 }
+}
+
+/// The name of the compiled fiber backend.
+pub(crate) fn backend_name() -> &'static str {
+    // SAFETY: the shim returns a pointer to a static NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(sys::asyncjob_fiber_backend()) };
+    name.to_str().unwrap_or("unknown")
+}
+
+/// A context that can resume a job: the thread's own or a running job's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resumer(NonNull<sys::asyncjob_fiber>);
+
+thread_local! {
+    /// The fiber running on this thread, or null on the thread's own context.
+    static RUNNING: Cell<*const Fiber> = const { Cell::new(ptr::null()) };
+    /// The thread's own context once prepared.
+    static THREAD_FIBER: Cell<Option<Resumer>> = const { Cell::new(None) };
+}
+
+/// The context that is running now, as a resumer for another fiber.
+pub(crate) fn running_context() -> Option<Resumer> {
+    let running = RUNNING.with(Cell::get);
+    if running.is_null() {
+        return thread_context();
+    }
+    // SAFETY: RUNNING is set only while that fiber runs, and a running fiber cannot be freed: its
+    // owner (a `Job` consumed by `resume`, or the pool) is not reachable from the fiber's own code.
+    Some(unsafe { (*running).resumer_handle() })
+}
+
+fn thread_context() -> Option<Resumer> {
+    if let Some(ctx) = THREAD_FIBER.with(Cell::get) {
+        return Some(ctx);
+    }
+    // SAFETY: prepares the calling thread; idempotent, no other preconditions.
+    let raw = unsafe { sys::asyncjob_thread_fiber() };
+    let ctx = Resumer(NonNull::new(raw)?);
+    THREAD_FIBER.with(|c| c.set(Some(ctx)));
+    Some(ctx)
+}
+
+/// Undo the thread preparation (Windows converts the thread back). Called when the thread's job state
+/// is torn down, on the thread's own context.
+pub(crate) fn release_thread_context() {
+    if RUNNING.with(Cell::get).is_null() && THREAD_FIBER.with(Cell::take).is_some() {
+        // SAFETY: we run on the thread's own context (no fiber is running), as the shim requires.
+        unsafe { sys::asyncjob_thread_fiber_release() };
+    }
+}
+
+/// Run `f` with the job data of the running job, if any.
+pub(crate) fn with_running<T>(f: impl FnOnce(Option<&Fiber>) -> T) -> T {
+    let running = RUNNING.with(Cell::get);
+    if running.is_null() {
+        return f(None);
+    }
+    // SAFETY: see `running_context`: the running fiber outlives any call made on its own stack.
+    f(Some(unsafe { &*running }))
+}
+
+/// The address of the running job's fiber, null outside jobs.
+pub(crate) fn running_ptr() -> *const Fiber {
+    RUNNING.with(Cell::get)
+}
+
+/// What a resumed fiber did.
+pub(crate) enum Exit<R> {
+    /// It suspended itself (the job paused).
+    Paused,
+    /// Its job returned, or panicked.
+    Finished(thread::Result<R>),
+}
+
+/// How a suspended fiber was woken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wake {
+    Resume,
+    /// Its job handle was dropped: the job must unwind.
+    Cancel,
+}
+
+enum Stack {
+    Default(sys::asyncjob_stack),
+    Custom(StackMemory),
+    /// The operating system owns the stack (Windows Fibers).
+    Os,
+}
+
+/// Type-erased first run of a job: the closure lives on the resumer's stack until the fiber moves it
+/// onto its own.
+#[derive(Clone, Copy)]
+struct Launch {
+    closure: *mut (),
+    run: unsafe fn(*mut (), &Fiber),
+}
+
+/// One job's fiber: its saved context, its stack and the job data. Always boxed, because the shim
+/// keeps its address.
+pub(crate) struct Fiber {
+    raw: Cell<*mut sys::asyncjob_fiber>,
+    stack: Stack,
+    resumer: Cell<*mut sys::asyncjob_fiber>,
+    launch: Cell<Option<Launch>>,
+    output: Cell<*mut ()>,
+    cancelling: Cell<bool>,
+    pub(crate) data: JobData,
+}
+
+impl std::fmt::Debug for Fiber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fiber")
+            .field("raw", &self.raw.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fiber {
+    /// A new fiber with a stack from the process's allocator, or `None` when no stack or fiber can be
+    /// had.
+    pub(crate) fn create(data: JobData) -> Option<Box<Fiber>> {
+        let stack = allocate_stack()?;
+        let (base, size) = match &stack {
+            Stack::Default(s) => (s.base.cast::<u8>(), s.size),
+            Stack::Custom(m) => align_custom(m),
+            Stack::Os => (ptr::null_mut::<u8>(), DEFAULT_STACK_SIZE),
+        };
+        let fiber = Box::new(Fiber {
+            raw: Cell::new(ptr::null_mut()),
+            stack,
+            resumer: Cell::new(ptr::null_mut()),
+            launch: Cell::new(None),
+            output: Cell::new(ptr::null_mut()),
+            cancelling: Cell::new(false),
+            data,
+        });
+        let arg = (&*fiber as *const Fiber).cast_mut().cast::<c_void>();
+        // SAFETY: the stack range was handed out for this fiber alone and outlives it (the stack is
+        // released only in `Drop`, after the fiber); `arg` is the boxed fiber, whose address is stable
+        // and which outlives the raw fiber for the same reason.
+        let raw = unsafe { sys::asyncjob_fiber_create(base.cast(), size, Some(fiber_root), arg) };
+        if raw.is_null() {
+            return None;
+        }
+        fiber.raw.set(raw);
+        Some(fiber)
+    }
+
+    fn resumer_handle(&self) -> Resumer {
+        Resumer(NonNull::new(self.raw.get()).expect("a live fiber has a context"))
+    }
+
+    /// First run of a job on this fiber: move `f` onto the fiber's stack and run it until it pauses or
+    /// finishes.
+    pub(crate) fn launch<F, R>(&self, from: Resumer, f: F) -> Exit<R>
+    where
+        F: FnOnce() -> R + 'static,
+        R: 'static,
+    {
+        let mut closure = Some(f);
+        self.launch.set(Some(Launch {
+            closure: (&mut closure as *mut Option<F>).cast(),
+            run: run_job::<F, R>,
+        }));
+        self.cancelling.set(false);
+        let exit = self.switch_in::<R>(from, WAKE_RESUME);
+        debug_assert!(closure.is_none(), "the fiber took the closure");
+        exit
+    }
+
+    /// Continue a paused job until it pauses again or finishes. With `Wake::Cancel` the job's
+    /// `pause()` unwinds instead of returning.
+    pub(crate) fn resume<R: 'static>(&self, from: Resumer, wake: Wake) -> Exit<R> {
+        let message = match wake {
+            Wake::Resume => WAKE_RESUME,
+            Wake::Cancel => WAKE_CANCEL,
+        };
+        self.switch_in::<R>(from, message)
+    }
+
+    fn switch_in<R: 'static>(&self, from: Resumer, message: usize) -> Exit<R> {
+        let mut output: Option<thread::Result<R>> = None;
+        self.output
+            .set((&mut output as *mut Option<thread::Result<R>>).cast());
+        self.resumer.set(from.0.as_ptr());
+        let previous = RUNNING.with(|r| r.replace(self as *const Fiber));
+        // SAFETY: `from` is the context running now (the caller passes `running_context()`), and this
+        // fiber is suspended or fresh: it is owned by the caller and not running anywhere. `output`
+        // stays alive and unused here until the switch returns.
+        let exit = unsafe {
+            sys::asyncjob_fiber_switch(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
+        };
+        RUNNING.with(|r| r.set(previous));
+        self.output.set(ptr::null_mut());
+        match exit as usize {
+            EXIT_PAUSED => Exit::Paused,
+            EXIT_FINISHED => Exit::Finished(output.expect("a finished job left its result")),
+            other => unreachable!("fiber exit code {other}"),
+        }
+    }
+
+    /// Called on this fiber's own stack: hand control back to the resumer until woken.
+    pub(crate) fn suspend(&self) -> Wake {
+        if self.cancelling.get() {
+            // The job caught the cancellation unwind and tried to pause again: keep unwinding.
+            return Wake::Cancel;
+        }
+        // SAFETY: this fiber is the one running (its own code calls this), and the resumer is
+        // suspended inside `switch_in`, waiting for exactly this switch.
+        let wake = unsafe {
+            sys::asyncjob_fiber_switch(
+                self.raw.get(),
+                self.resumer.get(),
+                EXIT_PAUSED as *mut c_void,
+            )
+        } as usize;
+        if wake == WAKE_CANCEL {
+            self.cancelling.set(true);
+            Wake::Cancel
+        } else {
+            Wake::Resume
+        }
+    }
+
+    /// Whether this fiber is unwinding because its handle was dropped.
+    pub(crate) fn is_cancelling(&self) -> bool {
+        self.cancelling.get()
+    }
+}
+
+impl Drop for Fiber {
+    fn drop(&mut self) {
+        let raw = self.raw.get();
+        if !raw.is_null() {
+            // SAFETY: a fiber is dropped only when it is not running (idle in a pool, or paused and
+            // abandoned); its stack is still allocated here.
+            unsafe { sys::asyncjob_fiber_free(raw) };
+        }
+        match &mut self.stack {
+            Stack::Default(s) => {
+                // SAFETY: made by asyncjob_stack_alloc and released once, after its fiber was freed.
+                unsafe { sys::asyncjob_stack_free(s) }
+            }
+            Stack::Custom(memory) => {
+                if let Allocator::Custom(custom) = stack::allocator() {
+                    custom.release(*memory);
+                }
+            }
+            Stack::Os => {}
+        }
+    }
+}
+
+fn allocate_stack() -> Option<Stack> {
+    if !uses_caller_stacks() {
+        return Some(Stack::Os);
+    }
+    match stack::allocator() {
+        Allocator::Default => {
+            let mut out = sys::asyncjob_stack {
+                base: ptr::null_mut(),
+                size: 0,
+                mapping: ptr::null_mut(),
+                mapping_size: 0,
+                guard: 0,
+            };
+            // SAFETY: `out` is a valid place for the shim to describe the new stack.
+            let rc = unsafe { sys::asyncjob_stack_alloc(DEFAULT_STACK_SIZE, &mut out) };
+            (rc == 0).then_some(Stack::Default(out))
+        }
+        Allocator::Custom(custom) => {
+            let memory = custom.allocate()?;
+            let (_, usable) = align_custom(&memory);
+            if usable < MIN_CUSTOM_STACK {
+                custom.release(memory);
+                return None;
+            }
+            Some(Stack::Custom(memory))
+        }
+    }
+}
+
+/// The 16-byte aligned part of custom stack memory, as the shim requires.
+fn align_custom(memory: &StackMemory) -> (*mut u8, usize) {
+    let start = memory.base.as_ptr() as usize;
+    let end = start.saturating_add(memory.size) & !15;
+    let aligned = (start + 15) & !15;
+    let size = end.saturating_sub(aligned);
+    (memory.base.as_ptr().wrapping_add(aligned - start), size)
+}
+
+/// Entry point of every job fiber: run one job after another, for as long as the fiber lives.
+extern "C" fn fiber_root(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the boxed `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber.
+    let fiber = unsafe { &*arg.cast::<Fiber>() };
+    loop {
+        let launch = fiber
+            .launch
+            .take()
+            .expect("a fiber is first entered through launch()");
+        // SAFETY: `launch` was filled by `Fiber::launch::<F, R>` with a closure of type `Option<F>`
+        // that stays alive until this switch returns to it, and the matching `run_job::<F, R>`.
+        unsafe { (launch.run)(launch.closure, fiber) };
+        // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit.
+        unsafe {
+            sys::asyncjob_fiber_switch(
+                fiber.raw.get(),
+                fiber.resumer.get(),
+                EXIT_FINISHED as *mut c_void,
+            )
+        };
+    }
+}
+
+/// Runs one job on its fiber's stack.
+///
+/// # Safety
+///
+/// `closure` must point to a live `Option<F>` holding the job's closure, and the fiber's output slot
+/// must point to a live `Option<thread::Result<R>>` whenever the job finishes.
+unsafe fn run_job<F: FnOnce() -> R, R>(closure: *mut (), fiber: &Fiber) {
+    // SAFETY: guaranteed by the caller; the closure is moved onto this stack before the first pause,
+    // so the resumer's copy may go away afterwards.
+    let f = unsafe { (*closure.cast::<Option<F>>()).take() }.expect("the closure is launched once");
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    let output = fiber.output.get().cast::<Option<thread::Result<R>>>();
+    // SAFETY: whoever resumed this job last (start or resume of a `Job<R>` with the same `R`) set the
+    // output slot and waits in `switch_in` until this fiber switches out.
+    unsafe { *output = Some(result) };
+}

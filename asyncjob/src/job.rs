@@ -1,0 +1,416 @@
+//! Starting, pausing, resuming and finishing jobs (`ASYNC_start_job`, `ASYNC_pause_job`, ...).
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic;
+
+use crate::error::Error;
+use crate::fiber::{self, Exit, Fiber, Wake};
+use crate::hook;
+use crate::pool::{self, Take};
+use crate::wait_ctx::WaitCtx;
+
+/// What a job keeps between its runs, besides its stack.
+#[derive(Default)]
+pub(crate) struct JobData {
+    wait_ctx: RefCell<Option<WaitCtx>>,
+    /// The switch hook's saved word (the job's default `OSSL_LIB_CTX` in the C library).
+    hook_word: Cell<usize>,
+}
+
+thread_local! {
+    /// `ASYNC_block_pause` nesting depth. Per thread, not per job, exactly as OpenSSL keeps it: a job
+    /// that finishes while blocked leaves later jobs of the thread blocked.
+    static PAUSE_BLOCKED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Unwind payload that tears down a job whose handle was dropped while it was paused.
+struct CancelJob;
+
+/// The identity of a job (`ASYNC_JOB *`): the same value inside the job ([`current_job`]) and on its
+/// paused handle ([`Job::id`]).
+///
+/// Jobs are pooled, so an identity is reused: a job that finishes returns to the pool, and the next
+/// job started on the thread gets the same identity (the pool is last in, first out).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(*const c_void);
+
+impl JobId {
+    /// The identity as the C API's `ASYNC_JOB *`.
+    pub fn as_ptr(self) -> *const c_void {
+        self.0
+    }
+
+    /// The identity as a number.
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+
+    fn of(fiber: &Fiber) -> Self {
+        JobId((fiber as *const Fiber).cast())
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({:p})", self.0)
+    }
+}
+
+/// What [`start`] did with the closure.
+pub enum Started<F, R: 'static> {
+    /// The job ran to the end without pausing (`ASYNC_FINISH`); here is its result.
+    Finished(R),
+    /// The job paused (`ASYNC_PAUSE`); resume it with [`Job::resume`].
+    Paused(Job<R>),
+    /// The pool has no job to give (`ASYNC_NO_JOBS`): it is at its `max_size` and every job is in
+    /// use, or no new stack could be had. The closure is handed back untouched, to retry later.
+    NoJobs(F),
+}
+
+/// What [`Job::resume`] did.
+pub enum Resumed<R: 'static> {
+    /// The job finished (`ASYNC_FINISH`); here is its result.
+    Finished(R),
+    /// The job paused again (`ASYNC_PAUSE`).
+    Paused(Job<R>),
+}
+
+/// A refused [`Job::resume`]: the job, untouched, and why.
+pub struct ResumeError<R: 'static> {
+    /// The job, still paused.
+    pub job: Job<R>,
+    /// Why it was not resumed.
+    pub error: Error,
+}
+
+impl<F, R: 'static> fmt::Debug for Started<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Started::Finished(_) => f.write_str("Finished(..)"),
+            Started::Paused(job) => f.debug_tuple("Paused").field(job).finish(),
+            Started::NoJobs(_) => f.write_str("NoJobs(..)"),
+        }
+    }
+}
+
+impl<R: 'static> fmt::Debug for Resumed<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resumed::Finished(_) => f.write_str("Finished(..)"),
+            Resumed::Paused(job) => f.debug_tuple("Paused").field(job).finish(),
+        }
+    }
+}
+
+impl<R: 'static> fmt::Debug for ResumeError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumeError")
+            .field("job", &self.job)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<R: 'static> fmt::Display for ResumeError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job not resumed: {}", self.error)
+    }
+}
+
+impl<R: 'static> std::error::Error for ResumeError<R> {}
+
+/// A paused job (the `ASYNC_JOB *` that `ASYNC_start_job` hands back with `ASYNC_PAUSE`).
+///
+/// A job belongs to the thread that started it: `Job` is neither `Send` nor `Sync`, so it can only be
+/// resumed there (OpenSSL crashes when a job finishes on another thread). It can be resumed only
+/// while it is paused, because [`resume`](Job::resume) consumes it; a finished job has no handle left,
+/// so the stale-handle corruption of OpenSSL cannot be expressed.
+///
+/// Dropping a paused job unwinds its stack, which runs the destructors of everything its closure
+/// owns, and returns the job to the pool. (When the program is built with `panic = "abort"` there is
+/// no unwinding: the stack is then freed without running those destructors.)
+pub struct Job<R: 'static> {
+    fiber: Option<Box<Fiber>>,
+    _not_send: PhantomData<(*const (), fn() -> R)>,
+}
+
+impl<R: 'static> fmt::Debug for Job<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Job")
+            .field(&self.fiber.as_deref().map(JobId::of))
+            .finish()
+    }
+}
+
+/// Start a job running `f` (`ASYNC_start_job`).
+///
+/// A job is taken from the calling thread's pool (a `(0, 0)` pool, without limit, is created on first
+/// use if [`init_thread`](crate::init_thread) was not called) and `f` runs on its stack straight away,
+/// until it returns or calls [`pause`]. `wait_ctx` is the job's wait context for all its runs; the job
+/// keeps a clone of it until it finishes.
+///
+/// The closure and its result take the place of C's `func`, `args` and `*ret`: whatever `f` captures
+/// is moved onto the job's stack before it first runs, so the caller's originals can change at once.
+///
+/// A panic inside the job is caught at the root of the job's stack and resumed here, in the caller;
+/// the job goes back to the pool, which stays usable.
+///
+/// # Errors
+///
+/// [`Error::Nested`] when called inside a running job (OpenSSL crashes or corrupts its pool there),
+/// [`Error::NotCapable`] or [`Error::ThreadSetup`] when the thread cannot run fibers.
+pub fn start<F, R>(wait_ctx: Option<&WaitCtx>, f: F) -> Result<Started<F, R>, Error>
+where
+    F: FnOnce() -> R + 'static,
+    R: 'static,
+{
+    if !fiber::running_ptr().is_null() {
+        return Err(Error::Nested);
+    }
+    let from = fiber::running_context().ok_or(Error::ThreadSetup)?;
+    let fiber = match pool::take_job()? {
+        Take::Job(fiber) => fiber,
+        Take::Exhausted => return Ok(Started::NoJobs(f)),
+    };
+    *fiber.data.wait_ctx.borrow_mut() = wait_ctx.cloned();
+    let hook = hook::hook();
+    let token = hook.map(|h| h.enter(0, true));
+    let exit = fiber.launch::<F, R>(from, f);
+    if let (Some(h), Some(token)) = (hook, token) {
+        fiber.data.hook_word.set(h.leave(token));
+    }
+    Ok(match settle(fiber, exit) {
+        Resumed::Finished(r) => Started::Finished(r),
+        Resumed::Paused(job) => Started::Paused(job),
+    })
+}
+
+/// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
+/// the job back in the pool.
+fn settle<R: 'static>(fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
+    match exit {
+        Exit::Paused => {
+            pool::job_outstanding(1);
+            Resumed::Paused(Job {
+                fiber: Some(fiber),
+                _not_send: PhantomData,
+            })
+        }
+        Exit::Finished(result) => {
+            let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+            fiber.data.hook_word.set(0);
+            pool::give_back(fiber);
+            // Dropped after the job is back in the pool: this may be the context's last handle, and
+            // its fd cleanups are user code.
+            drop(wait_ctx);
+            match result {
+                Ok(r) => Resumed::Finished(r),
+                Err(payload) => panic::resume_unwind(payload),
+            }
+        }
+    }
+}
+
+impl<R: 'static> Job<R> {
+    /// Continue the job where it paused (`ASYNC_start_job` with `*job` set), until it pauses again or
+    /// finishes. The job keeps the wait context it was started with.
+    ///
+    /// A panic inside the job is resumed here, in the caller; the job goes back to the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
+    pub fn resume(mut self) -> Result<Resumed<R>, ResumeError<R>> {
+        if !fiber::running_ptr().is_null() {
+            return Err(ResumeError {
+                job: self,
+                error: Error::Nested,
+            });
+        }
+        let Some(from) = fiber::running_context() else {
+            return Err(ResumeError {
+                job: self,
+                error: Error::ThreadSetup,
+            });
+        };
+        let fiber = self.fiber.take().expect("a paused job has its fiber");
+        pool::job_outstanding(-1);
+        Ok(enter_paused(fiber, from, Wake::Resume))
+    }
+
+    /// The job's identity: what [`current_job`] returns inside it.
+    pub fn id(&self) -> JobId {
+        JobId::of(self.fiber.as_deref().expect("a paused job has its fiber"))
+    }
+
+    /// The wait context the job was started with (`ASYNC_get_wait_ctx`).
+    pub fn wait_ctx(&self) -> Option<WaitCtx> {
+        self.fiber
+            .as_deref()
+            .and_then(|f| f.data.wait_ctx.borrow().clone())
+    }
+}
+
+/// Switch into a paused job, with the hook around the switch.
+fn enter_paused<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer, wake: Wake) -> Resumed<R> {
+    let hook = hook::hook();
+    let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
+    let exit = fiber.resume::<R>(from, wake);
+    if let (Some(h), Some(token)) = (hook, token) {
+        fiber.data.hook_word.set(h.leave(token));
+    }
+    settle(fiber, exit)
+}
+
+impl<R: 'static> Drop for Job<R> {
+    fn drop(&mut self) {
+        let Some(fiber) = self.fiber.take() else {
+            return;
+        };
+        pool::job_outstanding(-1);
+        if cfg!(panic = "unwind") {
+            if let Some(from) = fiber::running_context() {
+                // The job unwinds to its root and finishes; whatever its closure owned is dropped on
+                // the way. A panic raised while unwinding would abort, as any double panic does.
+                cancel::<R>(fiber, from);
+                return;
+            }
+        }
+        // No unwinding available: free the stack without running the job's destructors.
+        drop(fiber);
+    }
+}
+
+fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
+    let hook = hook::hook();
+    let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
+    // The job ends in the cancellation unwind, or in a result if its code caught that unwind; either
+    // is dropped here.
+    let exit = fiber.resume::<R>(from, Wake::Cancel);
+    if let (Some(h), Some(token)) = (hook, token) {
+        h.leave(token);
+    }
+    match exit {
+        Exit::Finished(_) => {
+            let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+            fiber.data.hook_word.set(0);
+            pool::give_back(fiber);
+            drop(wait_ctx);
+        }
+        Exit::Paused => unreachable!("a cancelled job cannot pause"),
+    }
+}
+
+/// Pause the running job (`ASYNC_pause_job`): control returns to the caller of [`start`] or
+/// [`Job::resume`], which gets [`Started::Paused`] / [`Resumed::Paused`]. When the job is resumed,
+/// the current round of its wait context ends and `pause` returns.
+///
+/// Outside a job, and while pausing is blocked ([`block_pause`]), this does nothing and returns at
+/// once, as in OpenSSL.
+///
+/// If the job's handle is dropped while it is paused, `pause` does not return: it unwinds the job
+/// (running its destructors), as a panic would. Code that catches panics inside a job should let this
+/// unwind continue.
+pub fn pause() {
+    if PAUSE_BLOCKED.with(Cell::get) > 0 {
+        return;
+    }
+    let woken = fiber::with_running(|running| {
+        let fiber = running?;
+        let wake = fiber.suspend();
+        if wake == Wake::Resume {
+            if let Some(ctx) = fiber.data.wait_ctx.borrow().as_ref() {
+                ctx.start_new_round();
+            }
+        }
+        Some(wake)
+    });
+    if woken == Some(Wake::Cancel) {
+        panic::resume_unwind(Box::new(CancelJob));
+    }
+}
+
+/// The running job's identity, or `None` outside a job (`ASYNC_get_current_job`).
+pub fn current_job() -> Option<JobId> {
+    fiber::with_running(|running| running.map(JobId::of))
+}
+
+/// The running job's wait context (`ASYNC_get_wait_ctx(ASYNC_get_current_job())`): `None` outside a
+/// job or when the job was started without one.
+pub fn current_wait_ctx() -> Option<WaitCtx> {
+    fiber::with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
+}
+
+/// Whether the running job is being torn down because its handle was dropped.
+pub fn is_cancelling() -> bool {
+    fiber::with_running(|running| running.is_some_and(Fiber::is_cancelling))
+}
+
+/// Guard returned by [`block_pause`]; dropping it calls [`unblock_pause`].
+#[must_use = "pausing is unblocked again as soon as the guard is dropped"]
+pub struct PauseBlock {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for PauseBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PauseBlock")
+    }
+}
+
+impl PauseBlock {
+    /// Keep pausing blocked beyond the guard's life, for C-style pairing with [`unblock_pause`].
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for PauseBlock {
+    fn drop(&mut self) {
+        unblock_pause();
+    }
+}
+
+/// Block pausing until the guard is dropped (`ASYNC_block_pause`): while blocked, [`pause`] returns
+/// at once. Blocks nest.
+///
+/// The count is kept per thread, not per job, as in OpenSSL. Outside a job the call is ignored, so the
+/// returned guard then does nothing either.
+pub fn block_pause() -> PauseBlock {
+    if !fiber::running_ptr().is_null() {
+        PAUSE_BLOCKED.with(|b| b.set(b.get().saturating_add(1)));
+    }
+    PauseBlock {
+        _not_send: PhantomData,
+    }
+}
+
+/// Undo one [`block_pause`] (`ASYNC_unblock_pause`). Ignored outside a job; never goes below zero.
+pub fn unblock_pause() {
+    if !fiber::running_ptr().is_null() {
+        PAUSE_BLOCKED.with(|b| b.set(b.get().saturating_sub(1)));
+    }
+}
+
+/// The calling thread's pause-block count.
+pub fn pause_blocked_count() -> u32 {
+    PAUSE_BLOCKED.with(Cell::get)
+}
+
+pub(crate) fn reset_pause_block() {
+    PAUSE_BLOCKED.with(|b| b.set(0));
+}
+
+/// Whether this platform can run jobs (`ASYNC_is_capable`).
+pub fn is_capable() -> bool {
+    fiber::is_capable()
+}
+
+/// The name of the fiber backend compiled in: `"x86_64-sysv-asm"`, `"aarch64-aapcs64-asm"`,
+/// `"ucontext"` or `"windows-fibers"`.
+pub fn backend() -> &'static str {
+    fiber::backend_name()
+}

@@ -1,0 +1,183 @@
+//! The per-thread job pool (`ASYNC_init_thread` / `ASYNC_cleanup_thread`).
+
+use std::cell::{Cell, RefCell};
+
+use crate::error::Error;
+use crate::fiber::{self, Fiber};
+use crate::job::{self, JobData};
+
+/// A snapshot of the calling thread's pool, for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The most jobs this pool creates; 0 means no limit.
+    pub max_size: usize,
+    /// How many jobs this pool has created (OpenSSL's `curr_size`). Jobs that finish after the pool
+    /// was replaced are taken in without being counted, as in OpenSSL.
+    pub created: usize,
+    /// How many jobs wait in the pool, ready for reuse.
+    pub idle: usize,
+}
+
+pub(crate) struct Pool {
+    /// Last in, first out: the job that finished last is the next one handed out.
+    idle: Vec<Box<Fiber>>,
+    created: usize,
+    max_size: usize,
+}
+
+/// The thread's pool. Its destructor frees the idle jobs when the thread exits.
+struct ThreadPool {
+    pool: RefCell<Option<Pool>>,
+    /// Jobs handed out and not yet finished or dropped: outstanding across pool replacements.
+    outstanding: Cell<usize>,
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        drop(self.pool.get_mut().take());
+        fiber::release_thread_context();
+    }
+}
+
+thread_local! {
+    static POOL: ThreadPool = const {
+        ThreadPool { pool: RefCell::new(None), outstanding: Cell::new(0) }
+    };
+}
+
+/// Create the calling thread's job pool (`ASYNC_init_thread`).
+///
+/// `max_size` is the most jobs the pool will ever create (0: no limit) and `init_size` how many to
+/// create now. The sizes are checked as OpenSSL 3.6 checks them: `init_size > max_size`,
+/// `max_size == 0` with `init_size > 0`, and `max_size > i32::MAX` give
+/// [`Error::InvalidPoolSize`]. If a job cannot be created up front (no stack memory), creation stops
+/// there and the call still succeeds, as in OpenSSL.
+///
+/// Calling it again replaces the pool with a new one; the idle jobs of the old pool are freed (OpenSSL
+/// leaks them). Jobs that are paused keep running and, when they finish, join the new pool without
+/// counting against its `max_size`, exactly as in OpenSSL.
+pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
+    if init_size > max_size || (max_size == 0 && init_size > 0) || max_size > i32::MAX as usize {
+        return Err(Error::InvalidPoolSize {
+            max_size,
+            init_size,
+        });
+    }
+    if !fiber::is_capable() {
+        return Err(Error::NotCapable);
+    }
+    let mut idle = Vec::with_capacity(init_size);
+    for _ in 0..init_size {
+        match Fiber::create(JobData::default()) {
+            Some(fiber) => idle.push(fiber),
+            None => break,
+        }
+    }
+    let created = idle.len();
+    let replaced = POOL
+        .try_with(|tp| {
+            tp.pool.borrow_mut().replace(Pool {
+                idle,
+                created,
+                max_size,
+            })
+        })
+        .map_err(|_| Error::ThreadSetup)?;
+    drop(replaced);
+    Ok(())
+}
+
+/// Free the calling thread's pool and its idle jobs (`ASYNC_cleanup_thread`), and reset the thread's
+/// pause-block counter.
+///
+/// Paused jobs are never freed from under their handles: when some are outstanding, this does the
+/// same cleanup and then reports [`Error::JobsOutstanding`]. Those jobs stay valid; when they finish,
+/// their stacks go to whatever pool the thread has then (a new one is made automatically by the next
+/// [`start`](crate::start)), or are freed if it has none. Calling it with no pool does nothing.
+pub fn cleanup_thread() -> Result<(), Error> {
+    job::reset_pause_block();
+    let (old, outstanding) = POOL
+        .try_with(|tp| (tp.pool.borrow_mut().take(), tp.outstanding.get()))
+        .map_err(|_| Error::ThreadSetup)?;
+    drop(old);
+    if outstanding > 0 {
+        return Err(Error::JobsOutstanding { count: outstanding });
+    }
+    fiber::release_thread_context();
+    Ok(())
+}
+
+/// The calling thread's pool, or `None` when it has none.
+pub fn pool_stats() -> Option<PoolStats> {
+    POOL.try_with(|tp| {
+        tp.pool.borrow().as_ref().map(|p| PoolStats {
+            max_size: p.max_size,
+            created: p.created,
+            idle: p.idle.len(),
+        })
+    })
+    .ok()
+    .flatten()
+}
+
+/// What taking a job from the pool gave.
+pub(crate) enum Take {
+    Job(Box<Fiber>),
+    /// The pool is at its limit and every job is in use (`ASYNC_NO_JOBS`).
+    Exhausted,
+}
+
+/// A job from the thread's pool, creating the pool `(0, 0)` or a new job when needed.
+pub(crate) fn take_job() -> Result<Take, Error> {
+    let taken = POOL
+        .try_with(|tp| {
+            let mut slot = tp.pool.borrow_mut();
+            let pool = slot.get_or_insert_with(|| Pool {
+                idle: Vec::new(),
+                created: 0,
+                max_size: 0,
+            });
+            if let Some(fiber) = pool.idle.pop() {
+                return Some(Take::Job(fiber));
+            }
+            if pool.max_size != 0 && pool.created >= pool.max_size {
+                return Some(Take::Exhausted);
+            }
+            None
+        })
+        .map_err(|_| Error::ThreadSetup)?;
+    if let Some(taken) = taken {
+        return Ok(taken);
+    }
+    // Created outside the pool borrow: the allocator is user code.
+    let Some(fiber) = Fiber::create(JobData::default()) else {
+        return Ok(Take::Exhausted);
+    };
+    POOL.with(|tp| {
+        if let Some(pool) = tp.pool.borrow_mut().as_mut() {
+            pool.created += 1;
+        }
+    });
+    Ok(Take::Job(fiber))
+}
+
+/// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
+pub(crate) fn give_back(fiber: Box<Fiber>) {
+    let leftover = POOL.try_with(|tp| match tp.pool.borrow_mut().as_mut() {
+        Some(pool) => {
+            pool.idle.push(fiber);
+            None
+        }
+        None => Some(fiber),
+    });
+    // Freed outside the borrow (and also when the thread's pool is already gone).
+    drop(leftover);
+}
+
+/// Count a job handed out to the caller as paused.
+pub(crate) fn job_outstanding(delta: isize) {
+    let _ = POOL.try_with(|tp| {
+        tp.outstanding
+            .set(tp.outstanding.get().wrapping_add_signed(delta))
+    });
+}

@@ -1,0 +1,352 @@
+//! Wait contexts: how async-aware code inside a job tells the application what the job waits on.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::fmt;
+use std::rc::Rc;
+
+/// The handle type a job waits on: a file descriptor on POSIX (`OSSL_ASYNC_FD` is an `int`).
+#[cfg(unix)]
+pub type AsyncFd = std::os::fd::RawFd;
+/// The handle type a job waits on: a `HANDLE` on Windows (`OSSL_ASYNC_FD` is a `HANDLE`).
+#[cfg(windows)]
+pub type AsyncFd = std::os::windows::io::RawHandle;
+
+/// The identity under which async-aware code files a wait fd (the `key` of
+/// `ASYNC_WAIT_CTX_set_wait_fd`). Keys are compared as addresses, never dereferenced.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct WaitKey(usize);
+
+impl WaitKey {
+    /// The key for an address the caller owns, usually a static or a field of its own state.
+    pub fn from_ptr<T: ?Sized>(ptr: *const T) -> Self {
+        WaitKey(ptr.cast::<u8>() as usize)
+    }
+
+    /// The key for the address of `value`.
+    pub fn of<T: ?Sized>(value: &T) -> Self {
+        Self::from_ptr(value as *const T)
+    }
+
+    /// A key made from a plain number, for callers that keep their own numbering.
+    pub const fn from_addr(addr: usize) -> Self {
+        WaitKey(addr)
+    }
+
+    /// The address this key stands for.
+    pub fn addr(self) -> usize {
+        self.0
+    }
+
+    /// The address this key stands for, as the C API's `const void *key`.
+    pub fn as_ptr(self) -> *const c_void {
+        self.0 as *const c_void
+    }
+}
+
+/// Called once for a wait fd that is still registered when its context is dropped
+/// (the `cleanup` argument of `ASYNC_WAIT_CTX_set_wait_fd`). It receives the key, the fd and the custom
+/// data the fd was registered with. Fds removed by [`WaitCtx::clear_fd`] are never passed to it.
+pub type FdCleanup = Box<dyn FnOnce(WaitKey, AsyncFd, *mut c_void)>;
+
+/// The callback an async engine can use to wake the application instead of a wait fd
+/// (`ASYNC_callback_fn` together with its argument). asyncjob stores it and never calls it.
+pub trait WaitCallback: Any {
+    /// Invoke the callback, as an engine would.
+    fn call(&self) -> i32;
+    /// The callback as `Any`, so that the code that installed it can recover its concrete type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<F: Fn() -> i32 + 'static> WaitCallback for F {
+    fn call(&self) -> i32 {
+        self()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+struct WaitFd {
+    key: WaitKey,
+    fd: AsyncFd,
+    custom_data: *mut c_void,
+    cleanup: Option<FdCleanup>,
+    added_this_round: bool,
+    deleted: bool,
+}
+
+struct Shared {
+    /// Oldest first; every listing walks it backwards because OpenSSL prepends, so its lists are
+    /// newest first.
+    fds: RefCell<Vec<WaitFd>>,
+    num_added: Cell<usize>,
+    num_deleted: Cell<usize>,
+    callback: RefCell<Option<Rc<dyn WaitCallback>>>,
+    status: Cell<i32>,
+}
+
+/// A wait context (`ASYNC_WAIT_CTX`): the fds a paused job waits on, an optional wake-up callback and a
+/// status, shared between the application and the async-aware code that runs inside a job.
+///
+/// `WaitCtx` is a shared handle: clones refer to the same context. A job started with a context keeps
+/// a clone until it finishes, so a context can never be freed under a paused job (in C,
+/// `ASYNC_WAIT_CTX_free` while a job still uses the context is a use-after-free). When the last clone
+/// is dropped, the cleanup of every fd still registered runs, newest first, as `ASYNC_WAIT_CTX_free`
+/// does.
+///
+/// # Rounds
+///
+/// The lists of added and deleted fds ([`WaitCtx::changed_fds`]) describe the current *round*. A round
+/// ends only when a paused job that uses this context is resumed: inside [`pause`](crate::pause), after
+/// control comes back and before the job's code continues. Starting a job, pausing, finishing and any
+/// query leave the round alone.
+#[derive(Clone)]
+pub struct WaitCtx(Rc<Shared>);
+
+impl fmt::Debug for WaitCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitCtx")
+            .field("fds", &self.all_fds())
+            .field("changed", &self.changed_counts())
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WaitCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitCtx {
+    /// `ASYNC_STATUS_UNSUPPORTED`: the default status.
+    pub const STATUS_UNSUPPORTED: i32 = 0;
+    /// `ASYNC_STATUS_ERR`.
+    pub const STATUS_ERR: i32 = 1;
+    /// `ASYNC_STATUS_OK`.
+    pub const STATUS_OK: i32 = 2;
+    /// `ASYNC_STATUS_EAGAIN`.
+    pub const STATUS_EAGAIN: i32 = 3;
+
+    /// A new, empty context: no fds, no changes, no callback, status
+    /// [`STATUS_UNSUPPORTED`](Self::STATUS_UNSUPPORTED) (`ASYNC_WAIT_CTX_new`).
+    pub fn new() -> Self {
+        WaitCtx(Rc::new(Shared {
+            fds: RefCell::new(Vec::new()),
+            num_added: Cell::new(0),
+            num_deleted: Cell::new(0),
+            callback: RefCell::new(None),
+            status: Cell::new(Self::STATUS_UNSUPPORTED),
+        }))
+    }
+
+    /// Register `fd` under `key` (`ASYNC_WAIT_CTX_set_wait_fd`). The new fd comes first in every
+    /// listing. There is no duplicate check: registering a key twice gives two entries, and lookups
+    /// see the newer one.
+    pub fn set_wait_fd(
+        &self,
+        key: WaitKey,
+        fd: AsyncFd,
+        custom_data: *mut c_void,
+        cleanup: Option<FdCleanup>,
+    ) {
+        self.0.fds.borrow_mut().push(WaitFd {
+            key,
+            fd,
+            custom_data,
+            cleanup,
+            added_this_round: true,
+            deleted: false,
+        });
+        self.0.num_added.set(self.0.num_added.get() + 1);
+    }
+
+    /// The fd and custom data of the newest live entry for `key` (`ASYNC_WAIT_CTX_get_fd`).
+    pub fn fd(&self, key: WaitKey) -> Option<(AsyncFd, *mut c_void)> {
+        let fds = self.0.fds.borrow();
+        fds.iter()
+            .rev()
+            .find(|e| !e.deleted && e.key == key)
+            .map(|e| (e.fd, e.custom_data))
+    }
+
+    /// How many live fds there are: the count `ASYNC_WAIT_CTX_get_all_fds` reports.
+    pub fn fd_count(&self) -> usize {
+        self.0.fds.borrow().iter().filter(|e| !e.deleted).count()
+    }
+
+    /// Every live fd, newest first (`ASYNC_WAIT_CTX_get_all_fds`).
+    pub fn all_fds(&self) -> Vec<AsyncFd> {
+        self.live_newest_first(|_| true)
+    }
+
+    /// Copy the live fds, newest first, into `out` as far as it reaches; returns how many there are
+    /// in total, like the count of `ASYNC_WAIT_CTX_get_all_fds`.
+    pub fn copy_all_fds(&self, out: &mut [AsyncFd]) -> usize {
+        let fds = self.0.fds.borrow();
+        let live = fds.iter().rev().filter(|e| !e.deleted);
+        let mut count = 0;
+        for (i, e) in live.enumerate() {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = e.fd;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// The change counters of the current round, `(added, deleted)`: the counts
+    /// `ASYNC_WAIT_CTX_get_changed_fds` reports.
+    pub fn changed_counts(&self) -> (usize, usize) {
+        (self.0.num_added.get(), self.0.num_deleted.get())
+    }
+
+    /// The fds added and the fds deleted in the current round, each newest first
+    /// (`ASYNC_WAIT_CTX_get_changed_fds`). Asking does not start a new round.
+    pub fn changed_fds(&self) -> (Vec<AsyncFd>, Vec<AsyncFd>) {
+        (self.added_newest_first(), self.deleted_newest_first())
+    }
+
+    /// Copy the added and deleted fds of the current round into the given slices as far as they
+    /// reach, newest first, and return the change counters like
+    /// [`changed_counts`](Self::changed_counts).
+    pub fn copy_changed_fds(
+        &self,
+        added: Option<&mut [AsyncFd]>,
+        deleted: Option<&mut [AsyncFd]>,
+    ) -> (usize, usize) {
+        if let Some(out) = added {
+            for (slot, fd) in out.iter_mut().zip(self.added_newest_first()) {
+                *slot = fd;
+            }
+        }
+        if let Some(out) = deleted {
+            for (slot, fd) in out.iter_mut().zip(self.deleted_newest_first()) {
+                *slot = fd;
+            }
+        }
+        self.changed_counts()
+    }
+
+    /// Remove the newest live entry for `key` (`ASYNC_WAIT_CTX_clear_fd`); false when there is none.
+    ///
+    /// An entry added in the current round disappears at once, as if it had never been added. An
+    /// entry from an earlier round is marked deleted: it leaves the live lists, is reported as
+    /// deleted until the round ends, and is then dropped. Either way its cleanup is never called.
+    pub fn clear_fd(&self, key: WaitKey) -> bool {
+        let removed = {
+            let mut fds = self.0.fds.borrow_mut();
+            let Some(index) = fds.iter().rposition(|e| !e.deleted && e.key == key) else {
+                return false;
+            };
+            if fds[index].added_this_round {
+                self.0.num_added.set(self.0.num_added.get() - 1);
+                Some(fds.remove(index))
+            } else {
+                fds[index].deleted = true;
+                self.0.num_deleted.set(self.0.num_deleted.get() + 1);
+                None
+            }
+        };
+        // Dropped outside the borrow: the cleanup closure's own destructors may run user code.
+        drop(removed);
+        true
+    }
+
+    /// Store a wake-up callback, or remove it with `None` (`ASYNC_WAIT_CTX_set_callback`).
+    pub fn set_callback(&self, callback: Option<Rc<dyn WaitCallback>>) {
+        let old = self.0.callback.replace(callback);
+        drop(old);
+    }
+
+    /// The stored wake-up callback (`ASYNC_WAIT_CTX_get_callback`).
+    pub fn callback(&self) -> Option<Rc<dyn WaitCallback>> {
+        self.0.callback.borrow().clone()
+    }
+
+    /// Set the status; any `i32` is kept as it is (`ASYNC_WAIT_CTX_set_status`).
+    pub fn set_status(&self, status: i32) {
+        self.0.status.set(status);
+    }
+
+    /// The status last set, [`STATUS_UNSUPPORTED`](Self::STATUS_UNSUPPORTED) by default
+    /// (`ASYNC_WAIT_CTX_get_status`).
+    pub fn status(&self) -> i32 {
+        self.0.status.get()
+    }
+
+    /// The identity of the shared context: equal for all clones, stable while any clone lives.
+    pub fn as_ptr(&self) -> *const c_void {
+        Rc::as_ptr(&self.0).cast()
+    }
+
+    /// True when both handles refer to the same context.
+    pub fn ptr_eq(&self, other: &WaitCtx) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// End the current round: called when a paused job using this context is resumed.
+    pub(crate) fn start_new_round(&self) {
+        let dropped: Vec<WaitFd> = {
+            let mut fds = self.0.fds.borrow_mut();
+            self.0.num_added.set(0);
+            self.0.num_deleted.set(0);
+            if !fds.iter().any(|e| e.deleted || e.added_this_round) {
+                return;
+            }
+            let mut dropped = Vec::new();
+            let mut i = 0;
+            while i < fds.len() {
+                if fds[i].deleted {
+                    dropped.push(fds.remove(i));
+                } else {
+                    fds[i].added_this_round = false;
+                    i += 1;
+                }
+            }
+            dropped
+        };
+        // Entries cleared in an earlier round are freed without their cleanup, as in OpenSSL.
+        drop(dropped);
+    }
+
+    fn live_newest_first(&self, keep: impl Fn(&WaitFd) -> bool) -> Vec<AsyncFd> {
+        let fds = self.0.fds.borrow();
+        fds.iter()
+            .rev()
+            .filter(|e| !e.deleted && keep(e))
+            .map(|e| e.fd)
+            .collect()
+    }
+
+    fn added_newest_first(&self) -> Vec<AsyncFd> {
+        self.live_newest_first(|e| e.added_this_round)
+    }
+
+    fn deleted_newest_first(&self) -> Vec<AsyncFd> {
+        let fds = self.0.fds.borrow();
+        fds.iter()
+            .rev()
+            .filter(|e| e.deleted && !e.added_this_round)
+            .map(|e| e.fd)
+            .collect()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let fds = std::mem::take(self.fds.get_mut());
+        for entry in fds.into_iter().rev() {
+            if entry.deleted {
+                continue;
+            }
+            if let Some(cleanup) = entry.cleanup {
+                cleanup(entry.key, entry.fd, entry.custom_data);
+            }
+        }
+    }
+}
