@@ -1,1 +1,1 @@
-//! The C face of asyncjob (work in progress).
+//! The C face of asyncjob: OpenSSL's `ASYNC_*` ABI over the safe crate (work in progress).

@@ -1,0 +1,17 @@
+//! Passes the linker version script to the cdylib link on ELF targets, so that libasyncjob.so exports
+//! exactly the `ASYNC_*` entry points, under the version node that libcrypto's callers expect.
+
+fn main() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let map = std::path::Path::new(&manifest).join("asyncjob.map");
+    println!("cargo:rerun-if-changed={}", map.display());
+    println!("cargo:rerun-if-changed=build.rs");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
+    // ELF platforms with a GNU-compatible linker; Mach-O and PE use rustc's own export list.
+    let elf = family == "unix" && !matches!(os.as_str(), "macos" | "ios" | "tvos" | "watchos" | "visionos");
+    if elf {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libasyncjob.so");
+    }
+}

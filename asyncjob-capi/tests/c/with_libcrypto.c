@@ -1,0 +1,126 @@
+/*
+ * The parts of the contract that involve libcrypto itself: errors on OpenSSL's error queue, the
+ * per-job default OSSL_LIB_CTX (reference §3) and the behaviour after OPENSSL_cleanup() (§4).
+ * Built against the system libcrypto alone, and against libasyncjob linked before libcrypto (the
+ * library finds libcrypto's functions at run time).
+ */
+#include "common.h"
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+
+static OSSL_LIB_CTX *current_default(void)
+{
+    /* set0_default(NULL) reports the current default without changing it. */
+    return OSSL_LIB_CTX_set0_default(NULL);
+}
+
+static void check_one_error(int lib, int reason)
+{
+    unsigned long e = ERR_get_error();
+    CHECK_EQ(ERR_GET_LIB(e), lib);
+    CHECK_EQ(ERR_GET_REASON(e), reason);
+    CHECK_EQ(ERR_get_error(), 0);
+}
+
+static void test_errors(void)
+{
+    ERR_clear_error();
+    CHECK_EQ(ASYNC_init_thread(1, 2), 0);
+    check_one_error(ERR_LIB_ASYNC, ASYNC_R_INVALID_POOL_SIZE);
+    CHECK_EQ(ASYNC_init_thread(0, 1), 0);
+    check_one_error(ERR_LIB_ASYNC, ASYNC_R_INVALID_POOL_SIZE);
+    CHECK_EQ(ASYNC_init_thread(0, 0), 1);
+    CHECK_EQ(ERR_peek_error(), 0);
+    ASYNC_cleanup_thread();
+}
+
+static OSSL_LIB_CTX *global_ctx, *l1, *l2;
+static int libctx_failures;
+
+static int libctx_job(void *arg)
+{
+    (void)arg;
+    /* The job inherits the caller's default at its first start. */
+    if (current_default() != global_ctx)
+        libctx_failures++;
+    OSSL_LIB_CTX_set0_default(l1);
+    ASYNC_pause_job();
+    /* It gets its own default back, whatever the caller did meanwhile. */
+    if (current_default() != l1)
+        libctx_failures++;
+    OSSL_LIB_CTX_set0_default(global_ctx);
+    return 1;
+}
+
+static void test_libctx(void)
+{
+    ASYNC_WAIT_CTX *ctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *job = NULL;
+    int ret = 0;
+
+    global_ctx = current_default();
+    l1 = OSSL_LIB_CTX_new();
+    l2 = OSSL_LIB_CTX_new();
+    CHECK(global_ctx != NULL && l1 != NULL && l2 != NULL);
+
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, libctx_job, NULL, 0), ASYNC_PAUSE);
+    CHECK(current_default() == global_ctx); /* the job's change did not leak out */
+    OSSL_LIB_CTX_set0_default(l2);
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, libctx_job, NULL, 0), ASYNC_FINISH);
+    CHECK(current_default() == l2); /* the caller's default at resume time is restored */
+    CHECK_EQ(libctx_failures, 0);
+
+    OSSL_LIB_CTX_set0_default(global_ctx);
+    OSSL_LIB_CTX_free(l1);
+    OSSL_LIB_CTX_free(l2);
+    ASYNC_WAIT_CTX_free(ctx);
+    ASYNC_cleanup_thread();
+}
+
+static int ret_5(void *arg)
+{
+    (void)arg;
+    return 5;
+}
+
+static void test_after_cleanup(void)
+{
+    ASYNC_WAIT_CTX *ctx;
+    ASYNC_JOB *job = NULL;
+    OSSL_ASYNC_FD fd = -1;
+    size_t n = 0;
+    int ret = -1;
+
+    CHECK_EQ(ASYNC_start_job(&job, NULL, &ret, ret_5, NULL, 0), ASYNC_FINISH);
+    CHECK_EQ(ret, 5);
+    OPENSSL_cleanup();
+
+    ret = -1;
+    CHECK_EQ(ASYNC_init_thread(0, 0), 0);
+    CHECK_EQ(ASYNC_start_job(&job, NULL, &ret, ret_5, NULL, 0), ASYNC_ERR);
+    CHECK_EQ(ret, -1);
+    CHECK(job == NULL);
+    CHECK(ASYNC_get_current_job() == NULL);
+    ASYNC_cleanup_thread();
+    CHECK_EQ(ASYNC_is_capable(), 1);
+    CHECK_EQ(ASYNC_pause_job(), 1);
+    /* The wait ctx functions keep working. */
+    ctx = ASYNC_WAIT_CTX_new();
+    CHECK(ctx != NULL);
+    CHECK_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &n, 3, NULL, NULL), 1);
+    CHECK_EQ(ASYNC_WAIT_CTX_get_all_fds(ctx, &fd, &n), 1);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(fd, 3);
+    CHECK_EQ(ASYNC_WAIT_CTX_set_status(ctx, 2), 1);
+    CHECK_EQ(ASYNC_WAIT_CTX_get_status(ctx), 2);
+    ASYNC_WAIT_CTX_free(ctx);
+}
+
+int main(void)
+{
+    test_errors();
+    test_libctx();
+    test_after_cleanup();
+    return t_report("with_libcrypto");
+}
