@@ -1,0 +1,196 @@
+/*
+ * asyncjob fiber switch for x86_64, System V ABI (Linux, the BSDs, macOS), ELF and Mach-O.
+ *
+ * Contract with csrc/fiber_asm.c (the same for every asm backend):
+ *
+ *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+ *       SWITCH is asyncjob_fiber_switch, or asyncjob__arch_switch when ASYNCJOB_SANITIZERS is defined
+ *       (then the C file wraps it with the sanitizer annotations).
+ *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
+ *       Builds the first-entry frame strictly below `top` and returns the value to store in the
+ *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
+ *   Fiber struct: offset 0 = saved stack pointer while suspended, offset 8 = link (the stack pointer
+ *   of the context that last switched into this fiber; only read by unwinders).
+ *   If fn returns, the trampoline calls asyncjob__fiber_returned(), which never returns.
+ *
+ * Register roles in asyncjob_fiber_switch:
+ *   rdi  from: the running fiber; its saved stack pointer goes to [rdi]
+ *   rsi  to:   the fiber to resume; [rsi] is its saved stack pointer, [rsi+8] receives our link
+ *   rdx  value, handed over in rax as the return value of the resumed switch (or, on first entry,
+ *        as the second argument of fn through the trampoline)
+ *   Saved (callee-saved by the ABI): rbp, rbx, r12-r15, the MXCSR (control bits are callee-saved;
+ *   the status bits travel along, which is harmless) and the x87 control word. Everything else is
+ *   caller-saved, so a call to the switch clobbers it anyway.
+ *
+ * Saved frame of a suspended context (addresses grow upwards; sp = the saved stack pointer):
+ *
+ *   sp+56  return address (into the caller of the switch; the trampoline for a new fiber)
+ *   sp+48  rbp
+ *   sp+40  rbx
+ *   sp+32  r12            new fiber: fn
+ *   sp+24  r13            new fiber: arg
+ *   sp+16  r14
+ *   sp+8   r15
+ *   sp+4   x87 control word (16 bits)
+ *   sp+0   MXCSR (32 bits)
+ *
+ * The CFA of the switch's caller is sp+64. A new fiber's frame sits right below `top`, so when the
+ * switch "returns" into the trampoline the stack pointer equals `top` (16-byte aligned), and the
+ * trampoline's call leaves rsp+8 aligned at fn's entry as the ABI requires.
+ *
+ * Unwinding: the trampoline's CFI computes the CFA of the resumer from the link word, [top+8]+64, and
+ * describes the resumer's rip/rbp/rbx/r12-r15 at the offsets above. gdb and a panic backtrace thus
+ * walk from a fiber into the code that last resumed it. The trampoline is marked as a signal frame
+ * because gdb refuses backtraces whose frame addresses do not increase, which fiber stacks violate.
+ * The link is only meaningful while the resumer stays suspended (always true for thread <-> fiber).
+ *
+ * Control-flow enforcement: every global entry point and the trampoline start with endbr64, so this
+ * object is IBT-clean and says so in its GNU property note. It does not claim SHSTK: switching stacks
+ * without switching shadow stacks would break the shadow stack.
+ */
+
+#if defined(__APPLE__)
+#  define SYM(name) _##name
+#  define HIDDEN_BEGIN(name) .globl SYM(name); .private_extern SYM(name); .p2align 4; SYM(name):
+#  define FUNC_END(name)
+#  define PUBLIC_BEGIN(name) .globl SYM(name); .p2align 4; SYM(name):
+#else
+#  define SYM(name) name
+#  define PUBLIC_BEGIN(name) .globl name; .type name, @function; .p2align 4; name:
+#  define HIDDEN_BEGIN(name) .globl name; .hidden name; .type name, @function; .p2align 4; name:
+#  define FUNC_END(name) .size name, . - name
+#endif
+
+#ifdef ASYNCJOB_SANITIZERS
+#  define SWITCH_BEGIN HIDDEN_BEGIN(asyncjob__arch_switch)
+#  define SWITCH_END FUNC_END(asyncjob__arch_switch)
+#else
+#  define SWITCH_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch)
+#  define SWITCH_END FUNC_END(asyncjob_fiber_switch)
+#endif
+
+    .text
+
+/* void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) */
+SWITCH_BEGIN
+    .cfi_startproc
+    endbr64
+    pushq   %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %rbp, -16
+    pushq   %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %rbx, -24
+    pushq   %r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %r12, -32
+    pushq   %r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %r13, -40
+    pushq   %r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %r14, -48
+    pushq   %r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %r15, -56
+    subq    $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)
+    fnstcw  4(%rsp)
+    movq    %rdx, %rax
+    movq    %rsp, (%rdi)
+    movq    %rsp, 8(%rsi)
+    /* From here on the frame being described is the target's, which has the same layout. */
+    movq    (%rsi), %rsp
+    ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    addq    $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    popq    %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r15
+    popq    %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r14
+    popq    %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r13
+    popq    %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %r12
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbx
+    popq    %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    ret
+    .cfi_endproc
+SWITCH_END
+
+/*
+ * First code run by a new fiber, reached by the `ret` of the switch. rsp == top, r12 = fn,
+ * r13 = arg, rax = the value given to the switch.
+ */
+    .p2align 4
+    .cfi_startproc
+    .cfi_signal_frame
+    /* CFA = [rsp + 8] + 64: DW_CFA_def_cfa_expression, 5 bytes: DW_OP_breg7 8, DW_OP_deref,
+       DW_OP_plus_uconst 64. */
+    .cfi_escape 0x0f, 5, 0x77, 0x08, 0x06, 0x23, 0x40
+    .cfi_offset %rip, -8
+    .cfi_offset %rbp, -16
+    .cfi_offset %rbx, -24
+    .cfi_offset %r12, -32
+    .cfi_offset %r13, -40
+    .cfi_offset %r14, -48
+    .cfi_offset %r15, -56
+    /* Keeps the return address that points at the label inside this FDE for unwinders that look
+       up address - 1. */
+    nop
+SYM(asyncjob__x86_64_trampoline):
+    endbr64
+    movq    %r13, %rdi
+    movq    %rax, %rsi
+    callq   *%r12
+    /* fn must never return. */
+    callq   SYM(asyncjob__fiber_returned)
+    ud2
+    .cfi_endproc
+
+/* void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg) */
+HIDDEN_BEGIN(asyncjob__arch_init_stack)
+    .cfi_startproc
+    endbr64
+    leaq    SYM(asyncjob__x86_64_trampoline)(%rip), %rax
+    movq    %rax, -8(%rdi)          /* return address */
+    movq    $0, -16(%rdi)           /* rbp: ends frame-pointer chains */
+    movq    $0, -24(%rdi)           /* rbx */
+    movq    %rsi, -32(%rdi)         /* r12 = fn */
+    movq    %rdx, -40(%rdi)         /* r13 = arg */
+    movq    $0, -48(%rdi)           /* r14 */
+    movq    $0, -56(%rdi)           /* r15 */
+    /* The new fiber starts with the creator's floating-point control state. */
+    stmxcsr -64(%rdi)
+    fnstcw  -60(%rdi)
+    movw    $0, -58(%rdi)
+    leaq    -64(%rdi), %rax
+    ret
+    .cfi_endproc
+FUNC_END(asyncjob__arch_init_stack)
+
+#if defined(__ELF__)
+    .section .note.GNU-stack,"",@progbits
+
+    /* GNU property note: GNU_PROPERTY_X86_FEATURE_1_AND = IBT only (see the top of the file). */
+    .section .note.gnu.property,"a"
+    .p2align 3
+    .long 4                 /* name size ("GNU\0") */
+    .long 16                /* descriptor size */
+    .long 5                 /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz "GNU"
+    .long 0xc0000002        /* GNU_PROPERTY_X86_FEATURE_1_AND */
+    .long 4                 /* property data size */
+    .long 1                 /* GNU_PROPERTY_X86_FEATURE_1_IBT */
+    .p2align 3
+#endif

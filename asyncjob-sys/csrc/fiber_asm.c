@@ -1,0 +1,124 @@
+/*
+ * The C half of the hand-written asm backends (arch/x86_64_sysv.S, arch/aarch64_aapcs64.S).
+ *
+ * The asm provides the switch and the first-entry frame (see the contract at the top of
+ * arch/x86_64_sysv.S); this file provides the rest of asyncjob_fiber.h. A fiber is a small struct that
+ * lives in the top asyncjob_fiber_stack_reserve() bytes of its own stack, so creating one allocates
+ * nothing. The thread fiber is a _Thread_local struct that only ever holds a saved stack pointer.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct asyncjob_fiber {
+    void *sp;   /* offset 0, read and written by the asm: saved stack pointer while suspended */
+    void *link; /* offset sizeof(void *), written by the asm: stack pointer of the last resumer */
+#if defined(ASYNCJOB_SANITIZERS)
+    asyncjob_fiber_entry entry;
+    void *arg;
+    struct asyncjob__san san;
+#endif
+};
+
+_Static_assert(offsetof(struct asyncjob_fiber, sp) == 0, "the asm reads sp at offset 0");
+_Static_assert(offsetof(struct asyncjob_fiber, link) == sizeof(void *), "the asm writes link at offset 8");
+
+#define FIBER_RESERVE ((sizeof(struct asyncjob_fiber) + 15u) & ~(size_t)15u)
+
+void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
+
+#if defined(ASYNCJOB_SANITIZERS)
+void *asyncjob__arch_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+_Thread_local struct asyncjob__san *asyncjob__san_prev;
+#endif
+
+static _Thread_local struct asyncjob_fiber thread_fiber;
+static _Thread_local int thread_ready;
+
+const char *asyncjob_fiber_backend(void) {
+#if defined(__x86_64__)
+    return "x86_64-sysv-asm";
+#elif defined(__aarch64__)
+    return "aarch64-aapcs64-asm";
+#else
+#  error "fiber_asm.c is only built for x86_64 and aarch64"
+#endif
+}
+
+int asyncjob_fiber_is_capable(void) { return 1; }
+
+int asyncjob_fiber_uses_caller_stack(void) { return 1; }
+
+size_t asyncjob_fiber_stack_reserve(void) { return FIBER_RESERVE; }
+
+asyncjob_fiber *asyncjob_thread_fiber(void) {
+    if (!thread_ready) {
+        asyncjob__thread_prepare();
+        thread_ready = 1;
+    }
+    return &thread_fiber;
+}
+
+void asyncjob_thread_fiber_release(void) {
+    if (thread_ready) {
+        asyncjob__thread_unprepare();
+        thread_ready = 0;
+    }
+}
+
+void asyncjob__fiber_returned(void) {
+    static const char msg[] = "asyncjob: a fiber entry function returned; aborting\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    abort();
+}
+
+#if defined(ASYNCJOB_SANITIZERS)
+/* First code of a fiber in sanitizer builds: tells the sanitizers the switch has completed. */
+static void sanitizer_entry(void *fiber_ptr, void *first_value) {
+    asyncjob_fiber *fiber = fiber_ptr;
+    asyncjob__san_after(&fiber->san);
+    fiber->entry(fiber->arg, first_value);
+    asyncjob__fiber_returned();
+}
+
+void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    asyncjob__san_before(&from->san, &to->san);
+    void *result = asyncjob__arch_switch(from, to, value);
+    asyncjob__san_after(&from->san);
+    return result;
+}
+#endif
+
+asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
+                                      void *arg) {
+    if (stack_base == NULL || entry == NULL || ((uintptr_t)stack_base & 15u) != 0 || (stack_size & 15u) != 0 ||
+        stack_size < 4096 || (uintptr_t)stack_base + stack_size < (uintptr_t)stack_base) {
+        return NULL;
+    }
+    char *top = (char *)stack_base + stack_size - FIBER_RESERVE;
+    asyncjob_fiber *fiber = (asyncjob_fiber *)(void *)top;
+    memset(fiber, 0, sizeof *fiber);
+#if defined(ASYNCJOB_SANITIZERS)
+    fiber->entry = entry;
+    fiber->arg = arg;
+    asyncjob__san_register(&fiber->san, stack_base, stack_size);
+    fiber->sp = asyncjob__arch_init_stack(top, sanitizer_entry, fiber);
+#else
+    fiber->sp = asyncjob__arch_init_stack(top, entry, arg);
+#endif
+    return fiber;
+}
+
+void asyncjob_fiber_free(asyncjob_fiber *fiber) {
+#if defined(ASYNCJOB_SANITIZERS)
+    if (fiber != NULL) {
+        asyncjob__san_deregister(&fiber->san);
+    }
+#else
+    (void)fiber;
+#endif
+}

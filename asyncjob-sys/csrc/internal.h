@@ -1,0 +1,114 @@
+/*
+ * Private declarations shared by the POSIX parts of the shim (fiber backends and stacks).
+ * Not installed, not part of the contract in asyncjob_fiber.h.
+ */
+#ifndef ASYNCJOB_INTERNAL_H
+#define ASYNCJOB_INTERNAL_H
+
+#include <stddef.h>
+#include "asyncjob_fiber.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define ASYNCJOB_HIDDEN __attribute__((visibility("hidden")))
+#  define ASYNCJOB_NORETURN __attribute__((noreturn))
+#else
+#  define ASYNCJOB_HIDDEN
+#  define ASYNCJOB_NORETURN
+#endif
+
+/*
+ * Per-thread preparation done by asyncjob_thread_fiber(): gives the thread an alternate signal stack
+ * (when it has none) so that the stack-overflow reporter can run after a fiber hit its guard page.
+ * Failure to get one is not fatal: an overflow then still ends the process with a plain SIGSEGV.
+ */
+ASYNCJOB_HIDDEN void asyncjob__thread_prepare(void);
+/* Undoes asyncjob__thread_prepare(): frees the alternate signal stack if this library made it. */
+ASYNCJOB_HIDDEN void asyncjob__thread_unprepare(void);
+
+/* Called when a fiber's entry function returns, which the contract forbids. */
+ASYNCJOB_HIDDEN ASYNCJOB_NORETURN void asyncjob__fiber_returned(void);
+
+/* ---- Sanitizer support (feature `sanitizers`) ------------------------------------------------------ */
+
+#if defined(ASYNCJOB_SANITIZERS)
+
+#  if !defined(ASYNCJOB_ASAN)
+#    if defined(__SANITIZE_ADDRESS__)
+#      define ASYNCJOB_ASAN 1
+#    elif defined(__has_feature)
+#      if __has_feature(address_sanitizer)
+#        define ASYNCJOB_ASAN 1
+#      endif
+#    endif
+#  endif
+
+#  if defined(ASYNCJOB_ASAN)
+/* Provided by the ASan runtime (rustc's -Zsanitizer=address or the C compiler's -fsanitize=address). */
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#  endif
+
+#  if defined(ASYNCJOB_VALGRIND)
+#    include <valgrind/valgrind.h>
+#  endif
+
+/* What the sanitizers need to know about one fiber's stack. */
+struct asyncjob__san {
+    void *fake_stack;       /* ASan's fake stack of this fiber while it is switched out */
+    const void *bottom;     /* lowest byte of the stack (for the thread fiber: learnt on first switch) */
+    size_t size;
+    unsigned valgrind_id;   /* 0 when not registered */
+};
+
+/* The fiber that performed the latest switch on this thread, so the arriving side can record the
+   bounds of the stack it left (the only way to learn the thread stack's bounds from ASan). */
+extern _Thread_local struct asyncjob__san *asyncjob__san_prev;
+
+static inline void asyncjob__san_register(struct asyncjob__san *s, void *base, size_t size) {
+    s->fake_stack = NULL;
+    s->bottom = base;
+    s->size = size;
+    s->valgrind_id = 0;
+#  if defined(ASYNCJOB_VALGRIND)
+    s->valgrind_id = VALGRIND_STACK_REGISTER(base, (char *)base + size);
+#  endif
+}
+
+static inline void asyncjob__san_deregister(struct asyncjob__san *s) {
+#  if defined(ASYNCJOB_VALGRIND)
+    if (s->valgrind_id != 0) {
+        VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+    }
+#  endif
+    s->valgrind_id = 0;
+}
+
+static inline void asyncjob__san_before(struct asyncjob__san *from, struct asyncjob__san *to) {
+    asyncjob__san_prev = from;
+#  if defined(ASYNCJOB_ASAN)
+    __sanitizer_start_switch_fiber(&from->fake_stack, to->bottom, to->size);
+#  else
+    (void)to;
+#  endif
+}
+
+/* Runs on the arriving side: `self` is the fiber that now runs. */
+static inline void asyncjob__san_after(struct asyncjob__san *self) {
+    struct asyncjob__san *prev = asyncjob__san_prev;
+#  if defined(ASYNCJOB_ASAN)
+    const void *bottom = NULL;
+    size_t size = 0;
+    __sanitizer_finish_switch_fiber(self->fake_stack, &bottom, &size);
+    if (prev != NULL && bottom != NULL) {
+        prev->bottom = bottom;
+        prev->size = size;
+    }
+#  else
+    (void)self;
+    (void)prev;
+#  endif
+}
+
+#endif /* ASYNCJOB_SANITIZERS */
+
+#endif /* ASYNCJOB_INTERNAL_H */

@@ -1,0 +1,129 @@
+//! Behaviour of the raw fiber primitive on the compiled backend.
+
+mod support;
+
+use asyncjob_sys as sys;
+use core::cell::Cell;
+use core::ffi::c_void;
+use support::{Fiber, Stack, arg_ref, switch, thread_fiber};
+
+const STACK: usize = 64 * 1024;
+
+/// Shared between a test and its fiber through a raw pointer; Cells keep both sides' accesses
+/// shared-reference accesses.
+struct PingPong {
+    thread: *mut sys::asyncjob_fiber,
+    me: Cell<*mut sys::asyncjob_fiber>,
+    seen: Cell<usize>,
+}
+
+impl PingPong {
+    fn new(thread: *mut sys::asyncjob_fiber) -> PingPong {
+        PingPong {
+            thread,
+            me: Cell::new(core::ptr::null_mut()),
+            seen: Cell::new(0),
+        }
+    }
+
+    fn arg(&self) -> *mut c_void {
+        (self as *const PingPong).cast_mut().cast()
+    }
+}
+
+const STOP: usize = usize::MAX;
+
+unsafe extern "C" fn ping_pong_entry(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: `arg` is the test's PingPong, which outlives the fiber; the thread side does not touch
+    // it while the fiber runs.
+    let state: &PingPong = unsafe { arg_ref(arg) };
+    let mut value = first as usize;
+    while value != STOP {
+        assert_eq!(value, 2 * state.seen.get(), "value handed to the fiber");
+        state.seen.set(state.seen.get() + 1);
+        value = switch(state.me.get(), state.thread, value + 1);
+    }
+    switch(state.me.get(), state.thread, STOP - 1);
+    unreachable!("a finished fiber is never resumed");
+}
+
+#[test]
+fn million_ping_pong_switches_carry_values_both_ways() {
+    let stack = Stack::new(STACK).expect("stack");
+    let thread = thread_fiber();
+    let state = PingPong::new(thread);
+    let fiber = Fiber::new(&stack, ping_pong_entry, state.arg());
+    state.me.set(fiber.raw);
+    const ROUNDS: usize = 1_000_000;
+    for i in 0..ROUNDS {
+        let back = switch(thread, fiber.raw, 2 * i);
+        assert_eq!(back, 2 * i + 1, "value handed back to the thread");
+    }
+    assert_eq!(switch(thread, fiber.raw, STOP), STOP - 1);
+    assert_eq!(state.seen.get(), ROUNDS);
+}
+
+#[test]
+fn freeing_a_never_started_fiber_is_fine() {
+    let stack = Stack::new(STACK).expect("stack");
+    for _ in 0..3 {
+        let fiber = Fiber::new(&stack, ping_pong_entry, core::ptr::null_mut());
+        drop(fiber);
+    }
+    // The stack is still usable for a fiber that runs.
+    let thread = thread_fiber();
+    let state = PingPong::new(thread);
+    let fiber = Fiber::new(&stack, ping_pong_entry, state.arg());
+    state.me.set(fiber.raw);
+    assert_eq!(switch(thread, fiber.raw, 0), 1);
+    assert_eq!(switch(thread, fiber.raw, STOP), STOP - 1);
+}
+
+#[test]
+fn create_rejects_bad_stacks() {
+    let stack = Stack::new(STACK).expect("stack");
+    let base = stack.0.base;
+    let size = stack.0.size;
+    let arg = core::ptr::null_mut();
+    assert!(support::create_raw(core::ptr::null_mut(), size, ping_pong_entry, arg).is_null());
+    assert!(
+        support::create_raw(base.wrapping_byte_add(8), size - 16, ping_pong_entry, arg).is_null()
+    );
+    assert!(support::create_raw(base, size - 8, ping_pong_entry, arg).is_null());
+    assert!(support::create_raw(base, 2048, ping_pong_entry, arg).is_null());
+}
+
+#[test]
+fn backend_name_matches_the_build() {
+    let name = support::backend();
+    let expected = if cfg!(feature = "ucontext") {
+        "ucontext"
+    } else if cfg!(target_arch = "x86_64") {
+        "x86_64-sysv-asm"
+    } else if cfg!(target_arch = "aarch64") {
+        "aarch64-aapcs64-asm"
+    } else {
+        "ucontext"
+    };
+    assert_eq!(name, expected);
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { sys::asyncjob_fiber_is_capable() }, 1);
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { sys::asyncjob_fiber_uses_caller_stack() }, 1);
+    let reserve = support::stack_reserve();
+    assert!(
+        reserve > 0 && reserve % 16 == 0 && reserve < 4096,
+        "reserve {reserve}"
+    );
+}
+
+#[test]
+fn thread_fiber_is_idempotent_and_can_be_released() {
+    let a = thread_fiber();
+    let b = thread_fiber();
+    assert_eq!(a, b);
+    support::release_thread_fiber();
+    support::release_thread_fiber();
+    let c = thread_fiber();
+    assert!(!c.is_null());
+}

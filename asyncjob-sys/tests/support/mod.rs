@@ -1,0 +1,113 @@
+//! The only unsafe code of the integration tests: small wrappers over the raw shim.
+#![allow(dead_code)]
+
+use asyncjob_sys as sys;
+use core::ffi::c_void;
+
+/// A stack from `asyncjob_stack_alloc`, freed on drop.
+pub struct Stack(pub sys::asyncjob_stack);
+
+impl Stack {
+    pub fn new(size: usize) -> Result<Stack, i32> {
+        let mut raw = sys::asyncjob_stack {
+            base: core::ptr::null_mut(),
+            size: 0,
+            mapping: core::ptr::null_mut(),
+            mapping_size: 0,
+            guard: sys::ASYNCJOB_GUARD_NONE,
+        };
+        // SAFETY: `raw` is a valid, writable asyncjob_stack.
+        let rc = unsafe { sys::asyncjob_stack_alloc(size, &mut raw) };
+        if rc == 0 { Ok(Stack(raw)) } else { Err(rc) }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the stack came from asyncjob_stack_alloc and no fiber runs on it any more (a
+        // `Fiber` borrows its `Stack`, so it is dropped first).
+        unsafe { sys::asyncjob_stack_free(&mut self.0) };
+    }
+}
+
+/// The calling thread's fiber.
+pub fn thread_fiber() -> *mut sys::asyncjob_fiber {
+    // SAFETY: no preconditions.
+    let f = unsafe { sys::asyncjob_thread_fiber() };
+    assert!(!f.is_null());
+    f
+}
+
+/// Releases the calling thread's fiber (must run on the thread fiber).
+pub fn release_thread_fiber() {
+    // SAFETY: called from the thread's own context, which is the thread fiber.
+    unsafe { sys::asyncjob_thread_fiber_release() };
+}
+
+pub type Entry = unsafe extern "C" fn(*mut c_void, *mut c_void);
+
+/// A fiber on a borrowed stack, freed on drop (it must not be running then).
+pub struct Fiber<'s> {
+    pub raw: *mut sys::asyncjob_fiber,
+    _stack: &'s Stack,
+}
+
+impl<'s> Fiber<'s> {
+    pub fn new(stack: &'s Stack, entry: Entry, arg: *mut c_void) -> Fiber<'s> {
+        let raw = create_raw(stack.0.base, stack.0.size, entry, arg);
+        assert!(!raw.is_null(), "asyncjob_fiber_create failed");
+        Fiber { raw, _stack: stack }
+    }
+}
+
+impl Drop for Fiber<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the tests only drop fibers that are suspended or were never started.
+        unsafe { sys::asyncjob_fiber_free(self.raw) };
+    }
+}
+
+/// asyncjob_fiber_create, for tests that check argument validation.
+pub fn create_raw(
+    base: *mut c_void,
+    size: usize,
+    entry: Entry,
+    arg: *mut c_void,
+) -> *mut sys::asyncjob_fiber {
+    // SAFETY: the tests pass either a stack they own for the fiber's lifetime or arguments that the
+    // shim must reject before touching any memory.
+    unsafe { sys::asyncjob_fiber_create(base, size, Some(entry), arg) }
+}
+
+/// Switches from the running fiber `from` to `to`.
+pub fn switch(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, value: usize) -> usize {
+    // SAFETY: the tests keep to the switch contract: `from` is the fiber running on this thread and
+    // `to` is a suspended (or new) fiber whose stack is alive.
+    unsafe { sys::asyncjob_fiber_switch(from, to, value as *mut c_void) as usize }
+}
+
+/// The backend's name.
+pub fn backend() -> &'static str {
+    // SAFETY: asyncjob_fiber_backend returns a static NUL-terminated string.
+    let name = unsafe { core::ffi::CStr::from_ptr(sys::asyncjob_fiber_backend()) };
+    name.to_str().expect("backend name is ASCII")
+}
+
+pub fn stack_reserve() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { sys::asyncjob_fiber_stack_reserve() }
+}
+
+pub fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { sys::asyncjob_page_size() }
+}
+
+/// The value behind the `arg` pointer a test handed to its fiber.
+///
+/// # Safety
+/// `arg` must point to a live `T` that is only accessed through shared references meanwhile.
+pub unsafe fn arg_ref<'a, T>(arg: *mut c_void) -> &'a T {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &*arg.cast::<T>() }
+}
