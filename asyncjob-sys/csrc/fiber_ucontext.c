@@ -15,8 +15,14 @@
  */
 /* glibc's fortified longjmp rejects jumps to another stack. */
 #undef _FORTIFY_SOURCE
-#if defined(__APPLE__)
+/* _setjmp/_longjmp and the ucontext functions are XSI; glibc and macOS hide them under strict C11. */
+#if !defined(_XOPEN_SOURCE)
 #  define _XOPEN_SOURCE 700
+#endif
+#if !defined(_DEFAULT_SOURCE)
+#  define _DEFAULT_SOURCE
+#endif
+#if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #  define _DARWIN_C_SOURCE
 #endif
 

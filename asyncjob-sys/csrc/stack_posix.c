@@ -115,7 +115,8 @@ static int reg_insert(uintptr_t key, size_t size) {
 }
 
 static struct reg_slot *reg_find(uintptr_t key) {
-    if (registry == NULL) {
+    /* Page 0 (a NULL dereference) would otherwise match the first empty slot. */
+    if (registry == NULL || key == REG_EMPTY || key == REG_TOMB) {
         return NULL;
     }
     size_t i = reg_hash(key);

@@ -1,0 +1,298 @@
+//! The switch preserves what the x86_64 System V ABI makes callee-saved: rbx, rbp, r12-r15, the
+//! MXCSR control bits and the x87 control word; and a fiber's first frame is ABI-aligned.
+#![cfg(target_arch = "x86_64")]
+
+mod support;
+
+use asyncjob_sys as sys;
+use core::arch::{asm, global_asm};
+use core::cell::Cell;
+use core::ffi::c_void;
+use support::{Fiber, Stack, arg_ref, switch, thread_fiber};
+
+#[cfg(target_vendor = "apple")]
+macro_rules! sym_name {
+    ($s:literal) => {
+        concat!("_", $s)
+    };
+}
+#[cfg(not(target_vendor = "apple"))]
+macro_rules! sym_name {
+    ($s:literal) => {
+        $s
+    };
+}
+
+// regs_switch(from, to, value, regs): loads rbx, rbp, r12-r15 from regs[0..6], switches, and writes
+// the registers' values after the switch returns back into regs[0..6].
+global_asm!(
+    concat!(".globl ", sym_name!("asyncjob_test_regs_switch")),
+    ".p2align 4",
+    concat!(sym_name!("asyncjob_test_regs_switch"), ":"),
+    "push rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "push rcx",
+    "mov rbx, [rcx]",
+    "mov rbp, [rcx + 8]",
+    "mov r12, [rcx + 16]",
+    "mov r13, [rcx + 24]",
+    "mov r14, [rcx + 32]",
+    "mov r15, [rcx + 40]",
+    "call {switch}",
+    "pop rcx",
+    "mov [rcx], rbx",
+    "mov [rcx + 8], rbp",
+    "mov [rcx + 16], r12",
+    "mov [rcx + 24], r13",
+    "mov [rcx + 32], r14",
+    "mov [rcx + 40], r15",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    switch = sym sys::asyncjob_fiber_switch,
+);
+
+// align_probe(arg, first): records rsp as seen at the entry of a fiber's entry function into
+// *(u64 *)arg, then continues in align_probe_body with the same arguments and stack.
+global_asm!(
+    concat!(".globl ", sym_name!("asyncjob_test_align_probe")),
+    ".p2align 4",
+    concat!(sym_name!("asyncjob_test_align_probe"), ":"),
+    "mov [rdi], rsp",
+    "jmp {body}",
+    body = sym align_probe_body,
+);
+
+unsafe extern "C" {
+    fn asyncjob_test_regs_switch(
+        from: *mut sys::asyncjob_fiber,
+        to: *mut sys::asyncjob_fiber,
+        value: usize,
+        regs: *mut [u64; 6],
+    ) -> usize;
+    fn asyncjob_test_align_probe(arg: *mut c_void, first: *mut c_void);
+}
+
+fn regs_switch(
+    from: *mut sys::asyncjob_fiber,
+    to: *mut sys::asyncjob_fiber,
+    value: usize,
+    regs: &mut [u64; 6],
+) -> usize {
+    // SAFETY: the helper follows the C ABI (it saves and restores every callee-saved register it
+    // sets) and the tests keep to the switch contract for `from` and `to`.
+    unsafe { asyncjob_test_regs_switch(from, to, value, regs) }
+}
+
+const THREAD_PATTERN: [u64; 6] = [
+    0x1111_1111_1111_1111,
+    0x2222_2222_2222_2222,
+    0x3333_3333_3333_3333,
+    0x4444_4444_4444_4444,
+    0x5555_5555_5555_5555,
+    0x6666_6666_6666_6666,
+];
+const FIBER_PATTERN: [u64; 6] = [
+    0xa1a1_a1a1_a1a1_a1a1,
+    0xb2b2_b2b2_b2b2_b2b2,
+    0xc3c3_c3c3_c3c3_c3c3,
+    0xd4d4_d4d4_d4d4_d4d4,
+    0xe5e5_e5e5_e5e5_e5e5,
+    0xf6f6_f6f6_f6f6_f6f6,
+];
+
+struct Shared {
+    thread: *mut sys::asyncjob_fiber,
+    me: Cell<*mut sys::asyncjob_fiber>,
+    failures: Cell<usize>,
+    rounds: Cell<usize>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            thread: thread_fiber(),
+            me: Cell::new(core::ptr::null_mut()),
+            failures: Cell::new(0),
+            rounds: Cell::new(0),
+        }
+    }
+
+    fn arg(&self) -> *mut c_void {
+        (self as *const Shared).cast_mut().cast()
+    }
+}
+
+unsafe extern "C" fn regs_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's Shared, alive until the fiber is done, only used through `&`.
+    let shared: &Shared = unsafe { arg_ref(arg) };
+    loop {
+        let mut regs = FIBER_PATTERN;
+        let value = regs_switch(shared.me.get(), shared.thread, 1, &mut regs);
+        if regs != FIBER_PATTERN {
+            shared.failures.set(shared.failures.get() + 1);
+        }
+        shared.rounds.set(shared.rounds.get() + 1);
+        if value == 0 {
+            switch(shared.me.get(), shared.thread, 2);
+            unreachable!("finished fiber resumed");
+        }
+    }
+}
+
+#[test]
+fn callee_saved_registers_survive_switches_both_ways() {
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let shared = Shared::new();
+    let fiber = Fiber::new(&stack, regs_entry, shared.arg());
+    shared.me.set(fiber.raw);
+    for round in 0..1000 {
+        let mut regs = THREAD_PATTERN;
+        let back = regs_switch(shared.thread, fiber.raw, 7, &mut regs);
+        assert_eq!(back, 1);
+        assert_eq!(regs, THREAD_PATTERN, "thread registers after round {round}");
+    }
+    assert_eq!(switch(shared.thread, fiber.raw, 0), 2);
+    assert_eq!(shared.failures.get(), 0, "fiber saw clobbered registers");
+    assert_eq!(shared.rounds.get(), 1000);
+}
+
+// MXCSR bits 0-5 are exception flags (status, caller-saved); the rest is control state.
+const MXCSR_CONTROL: u32 = !0x3f;
+const MXCSR_ROUND_ZERO: u32 = 0x7f80;
+const MXCSR_ROUND_DOWN: u32 = 0x3f80;
+const FCW_ROUND_ZERO: u16 = 0x0f7f;
+const FCW_ROUND_DOWN: u16 = 0x077f;
+
+fn mxcsr() -> u32 {
+    let mut v: u32 = 0;
+    // SAFETY: stmxcsr stores 4 bytes into `v`.
+    unsafe { asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
+    v
+}
+
+fn set_mxcsr(v: u32) {
+    // SAFETY: loads a valid MXCSR value (reserved bits zero) from `v`.
+    unsafe { asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, readonly)) };
+}
+
+fn fcw() -> u16 {
+    let mut v: u16 = 0;
+    // SAFETY: fnstcw stores 2 bytes into `v`.
+    unsafe { asm!("fnstcw [{}]", in(reg) &mut v, options(nostack)) };
+    v
+}
+
+fn set_fcw(v: u16) {
+    // SAFETY: loads an x87 control word from `v`; exceptions stay masked in every value used here.
+    unsafe { asm!("fldcw [{}]", in(reg) &v, options(nostack, readonly)) };
+}
+
+struct FpShared {
+    base: Shared,
+    at_entry: Cell<(u32, u16)>,
+    kept: Cell<bool>,
+}
+
+unsafe extern "C" fn fp_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's FpShared, alive until the fiber is done, only used through `&`.
+    let s: &FpShared = unsafe { arg_ref(arg) };
+    s.at_entry.set((mxcsr() & MXCSR_CONTROL, fcw()));
+    set_mxcsr(MXCSR_ROUND_ZERO);
+    set_fcw(FCW_ROUND_ZERO);
+    switch(s.base.me.get(), s.base.thread, 1);
+    s.kept
+        .set(mxcsr() & MXCSR_CONTROL == MXCSR_ROUND_ZERO && fcw() == FCW_ROUND_ZERO);
+    switch(s.base.me.get(), s.base.thread, 2);
+    unreachable!("finished fiber resumed");
+}
+
+#[test]
+fn mxcsr_and_x87_control_word_are_per_fiber() {
+    let (orig_mxcsr, orig_fcw) = (mxcsr(), fcw());
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let s = FpShared {
+        base: Shared::new(),
+        at_entry: Cell::new((0, 0)),
+        kept: Cell::new(false),
+    };
+    // A new fiber starts with its creator's control state.
+    set_mxcsr(MXCSR_ROUND_DOWN);
+    set_fcw(FCW_ROUND_DOWN);
+    let fiber = Fiber::new(&stack, fp_entry, (&raw const s).cast_mut().cast());
+    s.base.me.set(fiber.raw);
+    set_mxcsr(orig_mxcsr);
+    set_fcw(orig_fcw);
+
+    assert_eq!(switch(s.base.thread, fiber.raw, 0), 1);
+    let after_fiber = (mxcsr() & MXCSR_CONTROL, fcw());
+    set_mxcsr(MXCSR_ROUND_DOWN);
+    set_fcw(FCW_ROUND_DOWN);
+    assert_eq!(switch(s.base.thread, fiber.raw, 0), 2);
+    let after_second = (mxcsr() & MXCSR_CONTROL, fcw());
+    set_mxcsr(orig_mxcsr);
+    set_fcw(orig_fcw);
+
+    assert_eq!(
+        s.at_entry.get(),
+        (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN),
+        "fiber starts with the creator's state"
+    );
+    assert_eq!(
+        after_fiber,
+        (orig_mxcsr & MXCSR_CONTROL, orig_fcw),
+        "the fiber's settings leaked out"
+    );
+    assert!(s.kept.get(), "the thread's settings leaked into the fiber");
+    assert_eq!(
+        after_second,
+        (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN),
+        "the thread's own settings were lost"
+    );
+}
+
+#[repr(C)]
+struct AlignShared {
+    rsp_at_entry: Cell<u64>,
+    base: Shared,
+}
+
+extern "C" fn align_probe_body(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: `arg` is the test's AlignShared, alive until the fiber is done, only used through `&`.
+    let s: &AlignShared = unsafe { arg_ref(arg) };
+    switch(s.base.me.get(), s.base.thread, first as usize + 1);
+    unreachable!("finished fiber resumed");
+}
+
+#[test]
+fn first_entry_gets_an_abi_aligned_stack() {
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let s = AlignShared {
+        rsp_at_entry: Cell::new(0),
+        base: Shared::new(),
+    };
+    // rsp_at_entry is the first field, so the probe's store through `arg` lands there.
+    let arg = (&raw const s).cast_mut().cast();
+    let fiber = Fiber::new(&stack, asyncjob_test_align_probe, arg);
+    s.base.me.set(fiber.raw);
+    assert_eq!(switch(s.base.thread, fiber.raw, 41), 42);
+    let rsp = s.rsp_at_entry.get();
+    let top = stack.0.base as u64 + stack.0.size as u64;
+    assert!(
+        rsp > stack.0.base as u64 && rsp < top,
+        "rsp {rsp:#x} is on the fiber's stack"
+    );
+    assert_eq!(
+        (rsp + 8) % 16,
+        0,
+        "rsp + 8 must be 16-byte aligned at function entry, rsp = {rsp:#x}"
+    );
+}
