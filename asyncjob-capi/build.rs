@@ -9,9 +9,16 @@ fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
     // ELF platforms with a GNU-compatible linker; Mach-O and PE use rustc's own export list.
-    let elf = family == "unix" && !matches!(os.as_str(), "macos" | "ios" | "tvos" | "watchos" | "visionos");
+    let elf = family == "unix"
+        && !matches!(
+            os.as_str(),
+            "macos" | "ios" | "tvos" | "watchos" | "visionos"
+        );
     if elf {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
+        println!(
+            "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+            map.display()
+        );
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libasyncjob.so");
     }
 }

@@ -47,6 +47,15 @@ typedef int (*ASYNC_callback_fn)(void *arg);
 #define ASYNC_PAUSE 2
 #define ASYNC_FINISH 3
 
+/* Reason codes of the errors queued under ERR_LIB_ASYNC (51) when libcrypto is loaded, as in
+ * <openssl/asyncerr.h>. */
+#ifndef ASYNC_R_INVALID_POOL_SIZE
+#define ASYNC_R_FAILED_TO_SET_POOL 101
+#define ASYNC_R_FAILED_TO_SWAP_CONTEXT 102
+#define ASYNC_R_INVALID_POOL_SIZE 103
+#define ASYNC_R_INIT_FAILED 105
+#endif
+
 /* ASYNC_WAIT_CTX_get_status() values */
 #define ASYNC_STATUS_UNSUPPORTED 0
 #define ASYNC_STATUS_ERR 1

@@ -35,6 +35,12 @@ static void test_errors(void)
     ASYNC_cleanup_thread();
 }
 
+static int ret_5(void *arg)
+{
+    (void)arg;
+    return 5;
+}
+
 static OSSL_LIB_CTX *global_ctx, *l1, *l2;
 static int libctx_failures;
 
@@ -78,11 +84,6 @@ static void test_libctx(void)
     ASYNC_cleanup_thread();
 }
 
-static int ret_5(void *arg)
-{
-    (void)arg;
-    return 5;
-}
 
 static void test_after_cleanup(void)
 {
@@ -117,10 +118,61 @@ static void test_after_cleanup(void)
     ASYNC_WAIT_CTX_free(ctx);
 }
 
+#ifndef TEST_OPENSSL
+/* Our refusals (deviations from OpenSSL, which crashes there) also queue an error. */
+static int nested_rc = -1;
+static int try_nested(void *arg)
+{
+    ASYNC_JOB *j = NULL;
+    int r;
+    (void)arg;
+    nested_rc = ASYNC_start_job(&j, NULL, &r, ret_5, NULL, 0);
+    return 1;
+}
+
+static int pause_then_1(void *arg)
+{
+    (void)arg;
+    ASYNC_pause_job();
+    return 1;
+}
+
+static void test_deviation_errors(void)
+{
+    ASYNC_WAIT_CTX *ctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *job = NULL, *stale;
+    int ret = 0;
+
+    ERR_clear_error();
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, pause_then_1, NULL, 0), ASYNC_PAUSE);
+    stale = job;
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, NULL, NULL, 0), ASYNC_FINISH);
+    CHECK_EQ(ERR_peek_error(), 0);
+    job = stale;
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, NULL, NULL, 0), ASYNC_ERR);
+    check_one_error(ERR_LIB_ASYNC, ERR_R_PASSED_INVALID_ARGUMENT);
+
+    job = NULL;
+    CHECK_EQ(ASYNC_start_job(&job, ctx, &ret, try_nested, NULL, 0), ASYNC_FINISH);
+    CHECK_EQ(nested_rc, ASYNC_ERR);
+    check_one_error(ERR_LIB_ASYNC, ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED);
+
+    CHECK_EQ(ASYNC_start_job(NULL, ctx, &ret, ret_5, NULL, 0), ASYNC_ERR);
+    check_one_error(ERR_LIB_ASYNC, ERR_R_PASSED_NULL_PARAMETER);
+    CHECK_EQ(ASYNC_WAIT_CTX_get_status(NULL), 0);
+    check_one_error(ERR_LIB_ASYNC, ERR_R_PASSED_NULL_PARAMETER);
+    ASYNC_WAIT_CTX_free(ctx);
+    ASYNC_cleanup_thread();
+}
+#endif
+
 int main(void)
 {
     test_errors();
     test_libctx();
+#ifndef TEST_OPENSSL
+    test_deviation_errors();
+#endif
     test_after_cleanup();
     return t_report("with_libcrypto");
 }

@@ -1,0 +1,291 @@
+//! The per-thread table of paused jobs, which turns C's `ASYNC_JOB *` back into an `asyncjob::Job`.
+//!
+//! The C API hands out a bare pointer for a paused job and takes it back on resume. asyncjob's
+//! `Job<c_int>` is the owning handle, so every paused job lives here, keyed by its `JobId` address
+//! (the pointer C sees). A pointer that is not in the calling thread's table (a finished job, a
+//! forged pointer, a job paused on another thread) is refused instead of being trusted, which is
+//! where OpenSSL crashes or corrupts its pool.
+//!
+//! Nothing here allocates in steady state: the most recently paused job sits in a one-entry slot
+//! (a single job that pauses and resumes never touches the map), and the map keeps its capacity once
+//! it has grown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use asyncjob::{Error, Job, ResumeError, Resumed, Started, WaitCtx};
+
+/// What a start or resume did, in the C API's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `ASYNC_FINISH` with the job's return value.
+    Finished(c_int),
+    /// `ASYNC_PAUSE`; the job's handle (its `JobId` address).
+    Paused(usize),
+    /// `ASYNC_NO_JOBS`.
+    NoJobs,
+    /// The handle is not a job paused on this thread.
+    Unknown,
+    /// asyncjob refused the call.
+    Failed(ErrorKind),
+}
+
+/// The asyncjob errors the C face tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// Started or resumed from inside a running job.
+    Nested,
+    /// No fiber support: OpenSSL's ASYNC_NULL build answers `ASYNC_NO_JOBS` here.
+    NotCapable,
+    /// Anything else (thread cannot switch fibers, thread-local state torn down, ...).
+    Other,
+}
+
+impl From<&Error> for ErrorKind {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::Nested => ErrorKind::Nested,
+            Error::NotCapable => ErrorKind::NotCapable,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// Mixes a job address into a table hash. Addresses are aligned, so their low bits carry nothing;
+/// a folded 128-bit multiply spreads the high bits over the whole word.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let m = u128::from(n ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+struct Entry {
+    id: usize,
+    job: Job<c_int>,
+    /// The `ASYNC_WAIT_CTX *` the job was started with (0 for none), for `ASYNC_get_wait_ctx`.
+    ctx: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    recent: Option<Entry>,
+    rest: HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>,
+}
+
+impl Table {
+    fn insert(&mut self, entry: Entry) {
+        if let Some(older) = self.recent.replace(entry) {
+            self.rest.insert(older.id, older);
+        }
+    }
+
+    fn take(&mut self, id: usize) -> Option<Entry> {
+        if self.recent.as_ref().is_some_and(|e| e.id == id) {
+            return self.recent.take();
+        }
+        self.rest.remove(&id)
+    }
+
+    fn ctx_of(&self, id: usize) -> Option<usize> {
+        match &self.recent {
+            Some(e) if e.id == id => Some(e.ctx),
+            _ => self.rest.get(&id).map(|e| e.ctx),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.recent.is_some()) + self.rest.len()
+    }
+}
+
+struct ThreadState {
+    /// The wait ctx pointer of the job running on this thread (0 outside a job or without a ctx).
+    running_ctx: Cell<usize>,
+    paused: RefCell<Table>,
+}
+
+thread_local! {
+    // Dropped at thread exit: the jobs still paused are dropped with it, which unwinds them and
+    // returns their stacks (OpenSSL leaks them).
+    static STATE: ThreadState = ThreadState {
+        running_ctx: Cell::new(0),
+        paused: RefCell::new(Table::default()),
+    };
+}
+
+/// Starts a job (`ASYNC_start_job` with `*job == NULL`). `ctx` is the C wait ctx pointer that
+/// `wait_ctx` stands for, remembered for `ASYNC_get_wait_ctx`.
+pub(crate) fn start<F>(wait_ctx: Option<&WaitCtx>, ctx: usize, f: F) -> Outcome
+where
+    F: FnOnce() -> c_int + 'static,
+{
+    STATE
+        .try_with(|st| {
+            let outer = st.running_ctx.replace(ctx);
+            let started = asyncjob::start(wait_ctx, f);
+            st.running_ctx.set(outer);
+            match started {
+                Ok(Started::Finished(v)) => Outcome::Finished(v),
+                Ok(Started::Paused(job)) => {
+                    let id = job.id().addr();
+                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    Outcome::Paused(id)
+                }
+                Ok(Started::NoJobs(_)) => Outcome::NoJobs,
+                Err(e) => Outcome::Failed(ErrorKind::from(&e)),
+            }
+        })
+        .unwrap_or(Outcome::Failed(ErrorKind::Other))
+}
+
+/// Resumes the job paused on this thread under `id` (`ASYNC_start_job` with `*job != NULL`).
+pub(crate) fn resume(id: usize) -> Outcome {
+    STATE
+        .try_with(|st| {
+            // The borrow ends before the job runs: code inside the job looks at the table too.
+            let taken = st.paused.borrow_mut().take(id);
+            let Some(Entry { job, ctx, .. }) = taken else {
+                return Outcome::Unknown;
+            };
+            let outer = st.running_ctx.replace(ctx);
+            let resumed = job.resume();
+            st.running_ctx.set(outer);
+            match resumed {
+                Ok(Resumed::Finished(v)) => Outcome::Finished(v),
+                Ok(Resumed::Paused(job)) => {
+                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    Outcome::Paused(id)
+                }
+                Err(ResumeError { job, error }) => {
+                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    Outcome::Failed(ErrorKind::from(&error))
+                }
+            }
+        })
+        .unwrap_or(Outcome::Failed(ErrorKind::Other))
+}
+
+/// The wait ctx pointer of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of
+/// this thread; 0 for anything else (a finished job has none, as in OpenSSL).
+pub(crate) fn wait_ctx_of(id: usize) -> usize {
+    if asyncjob::current_job().is_some_and(|j| j.addr() == id) {
+        return STATE.try_with(|st| st.running_ctx.get()).unwrap_or(0);
+    }
+    STATE
+        .try_with(|st| {
+            st.paused
+                .try_borrow()
+                .ok()
+                .and_then(|t| t.ctx_of(id))
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// How many jobs are paused on this thread.
+#[cfg(test)]
+pub(crate) fn paused_count() -> usize {
+    STATE
+        .try_with(|st| st.paused.try_borrow().map(|t| t.len()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_resume_finish_through_the_table() {
+        let Outcome::Paused(id) = start(None, 7, || {
+            asyncjob::pause();
+            5
+        }) else {
+            panic!("expected a pause");
+        };
+        assert_eq!(paused_count(), 1);
+        assert_eq!(wait_ctx_of(id), 7);
+        assert_eq!(resume(id), Outcome::Finished(5));
+        assert_eq!(paused_count(), 0);
+        assert_eq!(wait_ctx_of(id), 0);
+        assert_eq!(resume(id), Outcome::Unknown);
+    }
+
+    #[test]
+    fn many_paused_jobs_resume_in_any_order() {
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            match start(None, i, move || {
+                asyncjob::pause();
+                i as c_int
+            }) {
+                Outcome::Paused(id) => ids.push((id, i)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(paused_count(), 50);
+        // Every other one first, then the rest backwards.
+        for &(id, i) in ids.iter().step_by(2) {
+            assert_eq!(wait_ctx_of(id), i);
+            assert_eq!(resume(id), Outcome::Finished(i as c_int));
+        }
+        for &(id, i) in ids.iter().skip(1).step_by(2).rev() {
+            assert_eq!(resume(id), Outcome::Finished(i as c_int));
+        }
+        assert_eq!(paused_count(), 0);
+    }
+
+    #[test]
+    fn nested_resume_is_refused_and_the_job_kept() {
+        let Outcome::Paused(inner) = start(None, 0, || {
+            asyncjob::pause();
+            1
+        }) else {
+            panic!("expected a pause");
+        };
+        let Outcome::Finished(seen) = start(None, 0, move || match resume(inner) {
+            Outcome::Failed(ErrorKind::Nested) => 10,
+            _ => 20,
+        }) else {
+            panic!("expected the outer job to finish");
+        };
+        assert_eq!(seen, 10);
+        assert_eq!(resume(inner), Outcome::Finished(1));
+    }
+
+    #[test]
+    fn hasher_spreads_aligned_addresses() {
+        let buckets: std::collections::HashSet<u64> = (0..64usize)
+            .map(|i| {
+                let mut h = AddrHasher::default();
+                h.write_usize(0x7f00_0000_0000 + i * 4096);
+                h.finish() & 63
+            })
+            .collect();
+        assert!(
+            buckets.len() > 32,
+            "only {} distinct buckets",
+            buckets.len()
+        );
+    }
+}
