@@ -54,47 +54,83 @@ pub(crate) fn backend_name() -> &'static str {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Resumer(NonNull<sys::asyncjob_fiber>);
 
-thread_local! {
+/// The per-thread state every job operation touches, kept in one thread-local with a constant
+/// initialiser and no destructor, so that reaching it is a single cheap lookup.
+struct ThreadState {
     /// The fiber running on this thread, or null on the thread's own context.
-    static RUNNING: Cell<*const Fiber> = const { Cell::new(ptr::null()) };
+    running: Cell<*const Fiber>,
     /// The thread's own context once prepared.
-    static THREAD_FIBER: Cell<Option<Resumer>> = const { Cell::new(None) };
+    thread_fiber: Cell<Option<Resumer>>,
+    /// `ASYNC_block_pause` depth: per thread, not per job, as in OpenSSL.
+    pause_blocked: Cell<u32>,
+    /// Jobs handed out paused and not yet finished or dropped.
+    outstanding: Cell<usize>,
 }
 
-/// The context that is running now, as a resumer for another fiber.
-pub(crate) fn running_context() -> Option<Resumer> {
-    let running = RUNNING.with(Cell::get);
-    if running.is_null() {
-        return thread_context();
-    }
-    // SAFETY: RUNNING is set only while that fiber runs, and a running fiber cannot be freed: its
-    // owner (a `Job` consumed by `resume`, or the pool) is not reachable from the fiber's own code.
-    Some(unsafe { (*running).resumer_handle() })
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            running: Cell::new(ptr::null()),
+            thread_fiber: Cell::new(None),
+            pause_blocked: Cell::new(0),
+            outstanding: Cell::new(0),
+        }
+    };
 }
 
-fn thread_context() -> Option<Resumer> {
-    if let Some(ctx) = THREAD_FIBER.with(Cell::get) {
-        return Some(ctx);
-    }
+/// The context to resume a job from, when no job is running; `Err(None)` when a job is running,
+/// `Err(Some(()))` when the thread cannot be prepared.
+#[inline]
+pub(crate) fn thread_resumer() -> Result<Resumer, Option<()>> {
+    THREAD.with(|t| {
+        if !t.running.get().is_null() {
+            return Err(None);
+        }
+        match t.thread_fiber.get() {
+            Some(ctx) => Ok(ctx),
+            None => prepare_thread(t).ok_or(Some(())),
+        }
+    })
+}
+
+#[cold]
+fn prepare_thread(t: &ThreadState) -> Option<Resumer> {
     // SAFETY: prepares the calling thread; idempotent, no other preconditions.
     let raw = unsafe { sys::asyncjob_thread_fiber() };
     let ctx = Resumer(NonNull::new(raw)?);
-    THREAD_FIBER.with(|c| c.set(Some(ctx)));
+    t.thread_fiber.set(Some(ctx));
     Some(ctx)
+}
+
+/// The context that is running now (the thread's own, or a job's), as a resumer for another fiber.
+pub(crate) fn running_context() -> Option<Resumer> {
+    THREAD.with(|t| {
+        let running = t.running.get();
+        if running.is_null() {
+            return t.thread_fiber.get().or_else(|| prepare_thread(t));
+        }
+        // SAFETY: `running` is set only while that fiber runs, and a running fiber cannot be freed:
+        // its owner (a `Job` consumed by `resume`, or the pool) is out of reach of the fiber's code.
+        Some(unsafe { (*running).resumer_handle() })
+    })
 }
 
 /// Undo the thread preparation (Windows converts the thread back). Called when the thread's job state
 /// is torn down, on the thread's own context.
 pub(crate) fn release_thread_context() {
-    if RUNNING.with(Cell::get).is_null() && THREAD_FIBER.with(Cell::take).is_some() {
+    let prepared = THREAD
+        .try_with(|t| t.running.get().is_null() && t.thread_fiber.take().is_some())
+        .unwrap_or(false);
+    if prepared {
         // SAFETY: we run on the thread's own context (no fiber is running), as the shim requires.
         unsafe { sys::asyncjob_thread_fiber_release() };
     }
 }
 
-/// Run `f` with the job data of the running job, if any.
+/// Run `f` with the running job's fiber, if any.
+#[inline]
 pub(crate) fn with_running<T>(f: impl FnOnce(Option<&Fiber>) -> T) -> T {
-    let running = RUNNING.with(Cell::get);
+    let running = THREAD.with(|t| t.running.get());
     if running.is_null() {
         return f(None);
     }
@@ -102,9 +138,42 @@ pub(crate) fn with_running<T>(f: impl FnOnce(Option<&Fiber>) -> T) -> T {
     f(Some(unsafe { &*running }))
 }
 
-/// The address of the running job's fiber, null outside jobs.
-pub(crate) fn running_ptr() -> *const Fiber {
-    RUNNING.with(Cell::get)
+/// The thread's pause-block depth.
+#[inline]
+pub(crate) fn pause_blocked() -> u32 {
+    THREAD.with(|t| t.pause_blocked.get())
+}
+
+/// Change the pause-block depth if a job is running (block and unblock are ignored outside jobs).
+#[inline]
+pub(crate) fn adjust_pause_block(block: bool) {
+    THREAD.with(|t| {
+        if !t.running.get().is_null() {
+            let depth = t.pause_blocked.get();
+            t.pause_blocked.set(if block {
+                depth.saturating_add(1)
+            } else {
+                depth.saturating_sub(1)
+            });
+        }
+    })
+}
+
+pub(crate) fn reset_pause_block() {
+    let _ = THREAD.try_with(|t| t.pause_blocked.set(0));
+}
+
+/// Count jobs handed out paused: +1 when one pauses, -1 when it is resumed or dropped.
+#[inline]
+pub(crate) fn count_outstanding(delta: isize) {
+    let _ = THREAD.try_with(|t| {
+        t.outstanding
+            .set(t.outstanding.get().wrapping_add_signed(delta))
+    });
+}
+
+pub(crate) fn outstanding() -> usize {
+    THREAD.try_with(|t| t.outstanding.get()).unwrap_or(0)
 }
 
 /// What a resumed fiber did.
@@ -213,6 +282,7 @@ impl Fiber {
 
     /// Continue a paused job until it pauses again or finishes. With `Wake::Cancel` the job's
     /// `pause()` unwinds instead of returning.
+    #[inline]
     pub(crate) fn resume<R: 'static>(&self, from: Resumer, wake: Wake) -> Exit<R> {
         let message = match wake {
             Wake::Resume => WAKE_RESUME,
@@ -221,19 +291,20 @@ impl Fiber {
         self.switch_in::<R>(from, message)
     }
 
+    #[inline]
     fn switch_in<R: 'static>(&self, from: Resumer, message: usize) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
         self.output
             .set((&mut output as *mut Option<thread::Result<R>>).cast());
         self.resumer.set(from.0.as_ptr());
-        let previous = RUNNING.with(|r| r.replace(self as *const Fiber));
+        let previous = THREAD.with(|t| t.running.replace(self as *const Fiber));
         // SAFETY: `from` is the context running now (the caller passes `running_context()`), and this
         // fiber is suspended or fresh: it is owned by the caller and not running anywhere. `output`
         // stays alive and unused here until the switch returns.
         let exit = unsafe {
             sys::asyncjob_fiber_switch(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
         };
-        RUNNING.with(|r| r.set(previous));
+        THREAD.with(|t| t.running.set(previous));
         self.output.set(ptr::null_mut());
         match exit as usize {
             EXIT_PAUSED => Exit::Paused,
@@ -243,6 +314,7 @@ impl Fiber {
     }
 
     /// Called on this fiber's own stack: hand control back to the resumer until woken.
+    #[inline]
     pub(crate) fn suspend(&self) -> Wake {
         if self.cancelling.get() {
             // The job caught the cancellation unwind and tried to pause again: keep unwinding.

@@ -25,6 +25,7 @@ pub fn set_switch_hook(hook: &'static dyn SwitchHook) -> bool {
     HOOK.set(hook).is_ok()
 }
 
+#[inline]
 pub(crate) fn hook() -> Option<&'static dyn SwitchHook> {
     HOOK.get().copied()
 }

@@ -20,12 +20,6 @@ pub(crate) struct JobData {
     hook_word: Cell<usize>,
 }
 
-thread_local! {
-    /// `ASYNC_block_pause` nesting depth. Per thread, not per job, exactly as OpenSSL keeps it: a job
-    /// that finishes while blocked leaves later jobs of the thread blocked.
-    static PAUSE_BLOCKED: Cell<u32> = const { Cell::new(0) };
-}
-
 /// Unwind payload that tears down a job whose handle was dropped while it was paused.
 struct CancelJob;
 
@@ -122,6 +116,9 @@ impl<R: 'static> fmt::Display for ResumeError<R> {
 
 impl<R: 'static> std::error::Error for ResumeError<R> {}
 
+/// Makes a handle `!Send + !Sync` while still naming its result type.
+type NotSendOf<R> = PhantomData<(*const (), fn() -> R)>;
+
 /// A paused job (the `ASYNC_JOB *` that `ASYNC_start_job` hands back with `ASYNC_PAUSE`).
 ///
 /// A job belongs to the thread that started it: `Job` is neither `Send` nor `Sync`, so it can only be
@@ -134,7 +131,7 @@ impl<R: 'static> std::error::Error for ResumeError<R> {}
 /// no unwinding: the stack is then freed without running those destructors.)
 pub struct Job<R: 'static> {
     fiber: Option<Box<Fiber>>,
-    _not_send: PhantomData<(*const (), fn() -> R)>,
+    _not_send: NotSendOf<R>,
 }
 
 impl<R: 'static> fmt::Debug for Job<R> {
@@ -167,10 +164,7 @@ where
     F: FnOnce() -> R + 'static,
     R: 'static,
 {
-    if !fiber::running_ptr().is_null() {
-        return Err(Error::Nested);
-    }
-    let from = fiber::running_context().ok_or(Error::ThreadSetup)?;
+    let from = fiber::thread_resumer().map_err(resumer_error)?;
     let fiber = match pool::take_job()? {
         Take::Job(fiber) => fiber,
         Take::Exhausted => return Ok(Started::NoJobs(f)),
@@ -188,12 +182,20 @@ where
     })
 }
 
+fn resumer_error(e: Option<()>) -> Error {
+    match e {
+        None => Error::Nested,
+        Some(()) => Error::ThreadSetup,
+    }
+}
+
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
+#[inline]
 fn settle<R: 'static>(fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
-            pool::job_outstanding(1);
+            fiber::count_outstanding(1);
             Resumed::Paused(Job {
                 fiber: Some(fiber),
                 _not_send: PhantomData,
@@ -223,21 +225,19 @@ impl<R: 'static> Job<R> {
     /// # Errors
     ///
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
+    #[inline]
     pub fn resume(mut self) -> Result<Resumed<R>, ResumeError<R>> {
-        if !fiber::running_ptr().is_null() {
-            return Err(ResumeError {
-                job: self,
-                error: Error::Nested,
-            });
-        }
-        let Some(from) = fiber::running_context() else {
-            return Err(ResumeError {
-                job: self,
-                error: Error::ThreadSetup,
-            });
+        let from = match fiber::thread_resumer() {
+            Ok(from) => from,
+            Err(e) => {
+                return Err(ResumeError {
+                    job: self,
+                    error: resumer_error(e),
+                });
+            }
         };
         let fiber = self.fiber.take().expect("a paused job has its fiber");
-        pool::job_outstanding(-1);
+        fiber::count_outstanding(-1);
         Ok(enter_paused(fiber, from, Wake::Resume))
     }
 
@@ -255,6 +255,7 @@ impl<R: 'static> Job<R> {
 }
 
 /// Switch into a paused job, with the hook around the switch.
+#[inline]
 fn enter_paused<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer, wake: Wake) -> Resumed<R> {
     let hook = hook::hook();
     let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
@@ -270,7 +271,7 @@ impl<R: 'static> Drop for Job<R> {
         let Some(fiber) = self.fiber.take() else {
             return;
         };
-        pool::job_outstanding(-1);
+        fiber::count_outstanding(-1);
         if cfg!(panic = "unwind") {
             if let Some(from) = fiber::running_context() {
                 // The job unwinds to its root and finishes; whatever its closure owned is dropped on
@@ -314,8 +315,9 @@ fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
 /// If the job's handle is dropped while it is paused, `pause` does not return: it unwinds the job
 /// (running its destructors), as a panic would. Code that catches panics inside a job should let this
 /// unwind continue.
+#[inline]
 pub fn pause() {
-    if PAUSE_BLOCKED.with(Cell::get) > 0 {
+    if fiber::pause_blocked() > 0 {
         return;
     }
     let woken = fiber::with_running(|running| {
@@ -380,9 +382,7 @@ impl Drop for PauseBlock {
 /// The count is kept per thread, not per job, as in OpenSSL. Outside a job the call is ignored, so the
 /// returned guard then does nothing either.
 pub fn block_pause() -> PauseBlock {
-    if !fiber::running_ptr().is_null() {
-        PAUSE_BLOCKED.with(|b| b.set(b.get().saturating_add(1)));
-    }
+    fiber::adjust_pause_block(true);
     PauseBlock {
         _not_send: PhantomData,
     }
@@ -390,18 +390,12 @@ pub fn block_pause() -> PauseBlock {
 
 /// Undo one [`block_pause`] (`ASYNC_unblock_pause`). Ignored outside a job; never goes below zero.
 pub fn unblock_pause() {
-    if !fiber::running_ptr().is_null() {
-        PAUSE_BLOCKED.with(|b| b.set(b.get().saturating_sub(1)));
-    }
+    fiber::adjust_pause_block(false);
 }
 
 /// The calling thread's pause-block count.
 pub fn pause_blocked_count() -> u32 {
-    PAUSE_BLOCKED.with(Cell::get)
-}
-
-pub(crate) fn reset_pause_block() {
-    PAUSE_BLOCKED.with(|b| b.set(0));
+    fiber::pause_blocked()
 }
 
 /// Whether this platform can run jobs (`ASYNC_is_capable`).

@@ -51,7 +51,17 @@
 //!
 //! A job belongs to the thread that started it. [`Job`] and [`WaitCtx`] are neither `Send` nor `Sync`,
 //! so the compiler enforces what OpenSSL only documents (it crashes when a job finishes on another
-//! thread).
+//! thread). Neither compiles:
+//!
+//! ```compile_fail
+//! fn send<T: Send>() {}
+//! send::<asyncjob::Job<()>>();
+//! ```
+//!
+//! ```compile_fail
+//! fn sync<T: Sync>() {}
+//! sync::<asyncjob::WaitCtx>();
+//! ```
 //!
 //! # Stacks
 //!

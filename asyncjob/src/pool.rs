@@ -1,10 +1,10 @@
 //! The per-thread job pool (`ASYNC_init_thread` / `ASYNC_cleanup_thread`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use crate::error::Error;
 use crate::fiber::{self, Fiber};
-use crate::job::{self, JobData};
+use crate::job::JobData;
 
 /// A snapshot of the calling thread's pool, for monitoring and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,9 @@ pub struct PoolStats {
 }
 
 pub(crate) struct Pool {
-    /// Last in, first out: the job that finished last is the next one handed out.
+    /// Last in, first out: the job that finished last is the next one handed out. Boxed because the
+    /// fiber shim and `JobId` keep each job's address.
+    #[allow(clippy::vec_box)]
     idle: Vec<Box<Fiber>>,
     created: usize,
     max_size: usize,
@@ -28,8 +30,6 @@ pub(crate) struct Pool {
 /// The thread's pool. Its destructor frees the idle jobs when the thread exits.
 struct ThreadPool {
     pool: RefCell<Option<Pool>>,
-    /// Jobs handed out and not yet finished or dropped: outstanding across pool replacements.
-    outstanding: Cell<usize>,
 }
 
 impl Drop for ThreadPool {
@@ -41,7 +41,7 @@ impl Drop for ThreadPool {
 
 thread_local! {
     static POOL: ThreadPool = const {
-        ThreadPool { pool: RefCell::new(None), outstanding: Cell::new(0) }
+        ThreadPool { pool: RefCell::new(None) }
     };
 }
 
@@ -95,11 +95,12 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
 /// their stacks go to whatever pool the thread has then (a new one is made automatically by the next
 /// [`start`](crate::start)), or are freed if it has none. Calling it with no pool does nothing.
 pub fn cleanup_thread() -> Result<(), Error> {
-    job::reset_pause_block();
-    let (old, outstanding) = POOL
-        .try_with(|tp| (tp.pool.borrow_mut().take(), tp.outstanding.get()))
+    fiber::reset_pause_block();
+    let old = POOL
+        .try_with(|tp| tp.pool.borrow_mut().take())
         .map_err(|_| Error::ThreadSetup)?;
     drop(old);
+    let outstanding = fiber::outstanding();
     if outstanding > 0 {
         return Err(Error::JobsOutstanding { count: outstanding });
     }
@@ -128,6 +129,7 @@ pub(crate) enum Take {
 }
 
 /// A job from the thread's pool, creating the pool `(0, 0)` or a new job when needed.
+#[inline]
 pub(crate) fn take_job() -> Result<Take, Error> {
     let taken = POOL
         .try_with(|tp| {
@@ -162,6 +164,7 @@ pub(crate) fn take_job() -> Result<Take, Error> {
 }
 
 /// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
+#[inline]
 pub(crate) fn give_back(fiber: Box<Fiber>) {
     let leftover = POOL.try_with(|tp| match tp.pool.borrow_mut().as_mut() {
         Some(pool) => {
@@ -172,12 +175,4 @@ pub(crate) fn give_back(fiber: Box<Fiber>) {
     });
     // Freed outside the borrow (and also when the thread's pool is already gone).
     drop(leftover);
-}
-
-/// Count a job handed out to the caller as paused.
-pub(crate) fn job_outstanding(delta: isize) {
-    let _ = POOL.try_with(|tp| {
-        tp.outstanding
-            .set(tp.outstanding.get().wrapping_add_signed(delta))
-    });
 }

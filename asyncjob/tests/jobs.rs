@@ -118,8 +118,8 @@ fn captured_values_are_copied_at_start() {
 #[test]
 fn finished_job_is_reused_last_in_first_out() {
     asyncjob::init_thread(0, 0).unwrap();
-    let x = paused(asyncjob::start(None, || asyncjob::pause()));
-    let y = paused(asyncjob::start(None, || asyncjob::pause()));
+    let x = paused(asyncjob::start(None, asyncjob::pause));
+    let y = paused(asyncjob::start(None, asyncjob::pause));
     let (xid, yid) = (x.id(), y.id());
     assert_ne!(xid, yid);
     resume_finished(y);
@@ -521,7 +521,7 @@ fn a_job_that_catches_its_cancellation_cannot_pause_again() {
     let drops = Rc::new(Cell::new(0));
     let d = drops.clone();
     let job = paused(asyncjob::start(None, move || {
-        let caught = std::panic::catch_unwind(|| asyncjob::pause());
+        let caught = std::panic::catch_unwind(asyncjob::pause);
         assert!(caught.is_err());
         assert!(asyncjob::is_cancelling());
         let _local = DropCounter(d);

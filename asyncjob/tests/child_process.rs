@@ -1,0 +1,115 @@
+//! Behaviour that ends or marks a process: run in a child copy of this test binary, which is told
+//! what to do through an environment variable, and judged from its exit status and output.
+
+use std::process::{Command, Output};
+
+const ROLE: &str = "ASYNCJOB_CHILD_ROLE";
+
+/// Run the single test `name` of this binary in a child with `role` set.
+fn child(name: &str, role: &str, extra_env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ROLE, role);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawn child")
+}
+
+fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth as u8; 512]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(pad[0])
+}
+
+#[test]
+fn stack_overflow_in_a_job_hits_the_guard_page_and_aborts_with_a_message() {
+    if role().as_deref() == Some("overflow") {
+        let _ = asyncjob::start(None, || recurse(0));
+        println!("ran on past the stack");
+        return;
+    }
+    let out = child(
+        "stack_overflow_in_a_job_hits_the_guard_page_and_aborts_with_a_message",
+        "overflow",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the child must die: {stdout}");
+    assert!(!stdout.contains("ran on past the stack"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.signal().is_some(),
+            "killed by a signal, got {:?}",
+            out.status
+        );
+    }
+    assert!(
+        stderr.contains("stack overflow"),
+        "a clear message, got: {stderr}"
+    );
+}
+
+#[test]
+fn a_panic_inside_a_job_can_print_a_full_backtrace_on_the_default_stack() {
+    if role().as_deref() == Some("backtrace") {
+        let caught = std::panic::catch_unwind(|| {
+            let _ = asyncjob::start(None, || -> u8 {
+                asyncjob::pause_blocked_count();
+                panic!("panic inside the job")
+            });
+        });
+        assert!(caught.is_err());
+        println!("caught in the caller");
+        return;
+    }
+    let out = child(
+        "a_panic_inside_a_job_can_print_a_full_backtrace_on_the_default_stack",
+        "backtrace",
+        &[("RUST_BACKTRACE", "full")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    assert!(stdout.contains("caught in the caller"));
+    assert!(stderr.contains("panic inside the job"), "{stderr}");
+    assert!(stderr.contains("stack backtrace"), "{stderr}");
+}
+
+#[test]
+fn the_man_page_example_prints_the_eight_expected_lines() {
+    if !cfg!(unix) {
+        return;
+    }
+    // The example binary sits next to the test binaries' directory (target/<profile>/examples).
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let example = profile_dir.join("examples").join("man_page");
+    assert!(
+        example.exists(),
+        "cargo builds examples for `cargo test`: {}",
+        example.display()
+    );
+    let out = Command::new(example).output().unwrap();
+    assert!(out.status.success());
+    let expected = "Starting...\n\
+                    Executing within a job\n\
+                    Passed in message is: Hello world!\n\
+                    Job was paused\n\
+                    Waiting for the job to be woken up\n\
+                    Resumed the job after a pause\n\
+                    Job finished with return value 1\n\
+                    Finishing\n";
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
