@@ -6,6 +6,7 @@
 
 use crate::driver::{self, Backend, Outcome};
 use crate::model::{ArgSpec, CtxOp, Event, RET_SENTINEL, Script, StartRc};
+use std::alloc::GlobalAlloc;
 use std::cell::RefCell;
 use std::ffi::{CStr, c_int, c_void};
 use std::marker::PhantomData;
@@ -458,4 +459,301 @@ impl Backend for Ossl {
         };
         Some(ctx_op_on(c, op))
     }
+}
+
+/// Whether the linked OpenSSL has `ASYNC_set/get_mem_functions` (3.2+).
+pub const HAS_MEM_FUNCTIONS: bool = cfg!(ossl320);
+
+static STACKS_ALLOCATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many stacks the counting allocators (Rust and C) handed out in this process.
+pub fn counting_stacks_allocated() -> usize {
+    STACKS_ALLOCATED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+const COUNTING_STACK: usize = 256 * 1024;
+
+/// A stack allocator for asyncjob that counts what it hands out (page-aligned heap memory).
+#[derive(Debug)]
+pub struct CountingStacks;
+
+fn counting_layout() -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(COUNTING_STACK, 4096).expect("valid layout")
+}
+
+// SAFETY: allocate returns fresh, exclusively owned, readable and writable memory of `size` bytes
+// that stays valid until release gives it back to the global allocator with the same layout.
+unsafe impl asyncjob::StackAllocator for CountingStacks {
+    fn allocate(&self) -> Option<asyncjob::StackMemory> {
+        // SAFETY: the layout has a non-zero size.
+        let p = NonNull::new(unsafe { std::alloc::alloc(counting_layout()) })?;
+        STACKS_ALLOCATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(asyncjob::StackMemory {
+            base: p,
+            size: COUNTING_STACK,
+        })
+    }
+    fn release(&self, stack: asyncjob::StackMemory) {
+        // SAFETY: `stack` came from allocate above, with this layout, and is released once.
+        unsafe { std::alloc::dealloc(stack.base.as_ptr(), counting_layout()) }
+    }
+}
+
+#[cfg(ossl320)]
+unsafe extern "C" fn c_stack_alloc(num: *mut usize) -> *mut c_void {
+    STACKS_ALLOCATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: OpenSSL passes a valid pointer to the requested size.
+    unsafe { libc::malloc(*num) }
+}
+
+#[cfg(ossl320)]
+unsafe extern "C" fn c_stack_free(p: *mut c_void) {
+    // SAFETY: `p` came from c_stack_alloc.
+    unsafe { libc::free(p) }
+}
+
+/// Body of `__child memfns-openssl-<case>` (same lines as `memfns::asyncjob_child`).
+#[cfg(ossl320)]
+pub fn openssl_memfns_child(case: &str) -> String {
+    // SAFETY: the allocator functions are valid for the whole process; the jobs started here run a
+    // function that returns at once, so no wait ctx is needed.
+    unsafe {
+        let set = || ASYNC_set_mem_functions(Some(c_stack_alloc), Some(c_stack_free));
+        match case {
+            "first-job" => {
+                let a = set();
+                let mut job = ptr::null_mut();
+                let mut ret = RET_SENTINEL;
+                let rc = ASYNC_start_job(
+                    &mut job,
+                    ptr::null_mut(),
+                    &mut ret,
+                    Some(return_5),
+                    ptr::null_mut(),
+                    0,
+                );
+                let r = if rc == ASYNC_FINISH {
+                    format!("FINISH ret={ret}")
+                } else {
+                    "not finished".into()
+                };
+                format!(
+                    "set={a} {r} allocs={} set={}",
+                    counting_stacks_allocated(),
+                    set()
+                )
+            }
+            "precreate" => {
+                let i = ASYNC_init_thread(1, 1);
+                format!(
+                    "init={i} allocs={} set={}",
+                    counting_stacks_allocated(),
+                    set()
+                )
+            }
+            "init-zero" => {
+                let i = ASYNC_init_thread(0, 0);
+                format!("init={i} set={}", set())
+            }
+            _ => format!("unknown case {case}"),
+        }
+    }
+}
+
+/// Without mem functions in the linked OpenSSL there is nothing to run.
+#[cfg(not(ossl320))]
+pub fn openssl_memfns_child(_case: &str) -> String {
+    "n/a: linked OpenSSL has no ASYNC_set_mem_functions".into()
+}
+
+unsafe extern "C" fn return_5(_: *mut c_void) -> c_int {
+    5
+}
+
+// ---- benchmark primitives (the OpenSSL half of each speed case)
+
+thread_local! {
+    static STOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C" fn pause_until_stopped(_: *mut c_void) -> c_int {
+    while !STOP.with(std::cell::Cell::get) {
+        // SAFETY: runs inside a job started with a wait ctx.
+        unsafe { ASYNC_pause_job() };
+    }
+    0
+}
+
+/// Time for `n` pause→resume round trips of one job.
+pub fn ossl_pause_resume(n: u64) -> std::time::Duration {
+    STOP.with(|s| s.set(false));
+    // SAFETY: one job with a live wait ctx, resumed on this thread only, finished before the ctx is
+    // freed.
+    unsafe {
+        let ctx = ASYNC_WAIT_CTX_new();
+        let mut job = ptr::null_mut();
+        let mut ret = 0;
+        let rc = ASYNC_start_job(
+            &mut job,
+            ctx,
+            &mut ret,
+            Some(pause_until_stopped),
+            ptr::null_mut(),
+            0,
+        );
+        assert_eq!(rc, ASYNC_PAUSE, "benchmark job did not pause");
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            ASYNC_start_job(
+                &mut job,
+                ctx,
+                &mut ret,
+                Some(pause_until_stopped),
+                ptr::null_mut(),
+                0,
+            );
+        }
+        let d = t.elapsed();
+        STOP.with(|s| s.set(true));
+        let rc = ASYNC_start_job(
+            &mut job,
+            ctx,
+            &mut ret,
+            Some(pause_until_stopped),
+            ptr::null_mut(),
+            0,
+        );
+        assert_eq!(rc, ASYNC_FINISH, "benchmark job did not finish");
+        ASYNC_WAIT_CTX_free(ctx);
+        d
+    }
+}
+
+/// Time for `n` start→finish runs of a pooled job that returns at once, with a 16-byte args copy
+/// when `args16`.
+pub fn ossl_start_finish(n: u64, args16: bool) -> std::time::Duration {
+    let mut args = [7u8; 16];
+    let (p, size) = if args16 {
+        (args.as_mut_ptr().cast::<c_void>(), 16)
+    } else {
+        (ptr::null_mut(), 0)
+    };
+    // SAFETY: the job never pauses, so no wait ctx is needed; args points to 16 live bytes.
+    unsafe {
+        let mut job = ptr::null_mut();
+        let mut ret = 0;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            ASYNC_start_job(&mut job, ptr::null_mut(), &mut ret, Some(return_5), p, size);
+        }
+        t.elapsed()
+    }
+}
+
+/// Creates `n` paused jobs at once on this thread (call on a fresh thread: no idle jobs), and returns
+/// (time to create them, resident bytes they added, how many paused). Finishes them all afterwards.
+pub fn ossl_fresh_paused(n: usize) -> (std::time::Duration, i64, usize) {
+    STOP.with(|s| s.set(false));
+    // SAFETY: every job has the live wait ctx, is resumed on this thread, and all finish before the
+    // ctx is freed.
+    unsafe {
+        ASYNC_init_thread(0, 0);
+        let ctx = ASYNC_WAIT_CTX_new();
+        let mut jobs: Vec<*mut AsyncJob> = Vec::with_capacity(n);
+        let rss0 = rss_bytes();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let mut job = ptr::null_mut();
+            let mut ret = 0;
+            if ASYNC_start_job(
+                &mut job,
+                ctx,
+                &mut ret,
+                Some(pause_until_stopped),
+                ptr::null_mut(),
+                0,
+            ) != ASYNC_PAUSE
+            {
+                break;
+            }
+            jobs.push(job);
+        }
+        let d = t.elapsed();
+        let rss = rss_bytes() as i64 - rss0 as i64;
+        let held = jobs.len();
+        STOP.with(|s| s.set(true));
+        for mut job in jobs {
+            let mut ret = 0;
+            ASYNC_start_job(
+                &mut job,
+                ctx,
+                &mut ret,
+                Some(pause_until_stopped),
+                ptr::null_mut(),
+                0,
+            );
+        }
+        ASYNC_WAIT_CTX_free(ctx);
+        ASYNC_cleanup_thread();
+        (d, rss, held)
+    }
+}
+
+/// Resident set size of the process, from /proc/self/statm (0 where that does not exist).
+pub fn rss_bytes() -> usize {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page).unwrap_or(4096)
+}
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A global allocator that counts this thread's heap allocations (the binary installs it; see
+/// [`thread_allocations`]).
+#[derive(Debug)]
+pub struct CountingAlloc;
+
+fn count_one() {
+    // try_with: the counter may be gone while the thread is being torn down.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; counting touches only a
+// const-initialised thread-local Cell, which never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+/// Heap allocations (Rust's global allocator) made by this thread so far; stays 0 unless
+/// [`CountingAlloc`] is the global allocator.
+pub fn thread_allocations() -> u64 {
+    ALLOCS.try_with(std::cell::Cell::get).unwrap_or(0)
 }

@@ -3,9 +3,13 @@
 //! and the traces are diffed. Also: generated scenario programs (proptest), the deviation checks for
 //! rows where OpenSSL is undefined, and the speed comparison.
 
+pub mod bench;
+pub mod deviations;
 pub mod driver;
 pub mod ffi;
+pub mod memfns;
 pub mod model;
+pub mod programs;
 pub mod rust_backend;
 pub mod scenarios;
 

@@ -1,20 +1,343 @@
-//! The conformance report.
-use conformance::{Verdict, judge, scenarios};
+//! `cargo run --release -p conformance`: the conformance report (scenarios diffed against the
+//! linked OpenSSL, the deviations table, the speed table). Subcommands run one part.
 
-fn main() {
-    conformance::ffi::init_openssl();
-    println!("{}", conformance::ffi::openssl_version_text());
-    let mut bad = 0;
-    for sc in scenarios::all() {
-        let (v, _, _) = judge(&sc);
-        match v {
-            Verdict::Same => println!("✓ {}", sc.name),
-            Verdict::Skipped(w) => println!("- {} skipped: {w}", sc.name),
-            other => {
-                bad += 1;
-                println!("✗ {} {other:?}", sc.name)
-            }
+use clap::{Parser, Subcommand};
+use conformance::{Verdict, bench, deviations, ffi, judge, memfns, programs, scenarios};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: ffi::CountingAlloc = ffi::CountingAlloc;
+
+#[derive(Parser, Debug)]
+#[command(about = "Diff asyncjob against the linked OpenSSL's ASYNC API, and compare their speed")]
+struct Cli {
+    /// Print everything as one JSON document.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Only the named scenarios (and the process-wide mem-function cases).
+    Scenarios,
+    /// Only the speed table.
+    Bench {
+        /// Larger runs, plus 1,000,000 paused jobs on one thread.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Random defined-behaviour programs diffed between the backends; prints the shrunk program of
+    /// any mismatch.
+    Fuzz {
+        #[arg(long, default_value_t = 1000)]
+        cases: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Internal: a case that must run in a process of its own.
+    #[command(name = "__child", hide = true)]
+    Child { what: String },
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    openssl: Option<OpenSsl>,
+    scenarios: Vec<ScenarioLine>,
+    process_cases: Vec<memfns::Diffed>,
+    random: Option<Random>,
+    deviations: Vec<deviations::Row>,
+    speed: Vec<bench::Row>,
+    failed: bool,
+}
+
+#[derive(Serialize)]
+struct OpenSsl {
+    version: String,
+    number: String,
+    built_against: String,
+    vendored: bool,
+}
+
+#[derive(Serialize)]
+struct ScenarioLine {
+    name: &'static str,
+    about: &'static str,
+    verdict: Verdict,
+}
+
+#[derive(Serialize)]
+struct Random {
+    cases: u32,
+    seed: u64,
+    runs: u64,
+    mismatch: Option<programs::Found>,
+}
+
+struct Out {
+    json: bool,
+    progress: bool,
+}
+
+impl Out {
+    fn line(&self, s: impl AsRef<str>) {
+        if !self.json {
+            println!("{}", s.as_ref());
         }
     }
-    std::process::exit(i32::from(bad > 0));
+    fn progress(&self, s: &str) {
+        if self.progress {
+            eprint!("\r\x1b[K{s}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+    fn done(&self) {
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn exe() -> Option<PathBuf> {
+    std::env::current_exe().ok()
+}
+
+fn openssl_section(out: &Out, rep: &mut Report) {
+    let o = OpenSsl {
+        version: ffi::openssl_version_text(),
+        number: format!("{:x}", ffi::openssl_version_number()),
+        built_against: env!("CONFORMANCE_OPENSSL_VERSION_NUMBER").to_string(),
+        vendored: env!("CONFORMANCE_OPENSSL_VENDORED") == "1",
+    };
+    out.line(format!(
+        "linked OpenSSL: {} (0x{}, built against 0x{}{})",
+        o.version,
+        o.number,
+        o.built_against,
+        if o.vendored { ", vendored" } else { ", system" }
+    ));
+    rep.openssl = Some(o);
+}
+
+fn scenarios_section(out: &Out, rep: &mut Report) {
+    out.line("\n== scenarios (✓ same as OpenSSL, ✗ differs, - skipped)");
+    let all = scenarios::all();
+    let n = all.len();
+    for (i, sc) in all.into_iter().enumerate() {
+        out.progress(&format!("scenario {}/{n} {}", i + 1, sc.name));
+        let (v, _, _) = judge(&sc);
+        out.done();
+        match &v {
+            Verdict::Same => out.line(format!("✓ {}", sc.name)),
+            Verdict::Skipped(why) => out.line(format!("- {}  (skipped: {why})", sc.name)),
+            Verdict::Differs(d) => {
+                rep.failed = true;
+                out.line(format!(
+                    "✗ {}\n    step {}: {}\n    openssl : {}\n    asyncjob: {}",
+                    sc.name, d.index, d.step, d.openssl, d.asyncjob
+                ));
+            }
+            Verdict::ReferenceMismatch(m) => {
+                rep.failed = true;
+                out.line(format!(
+                    "✗ {}  OpenSSL departs from the reference\n    step {}: {}\n    expected: {}\n    openssl : {}",
+                    sc.name, m.index, m.step, m.expected, m.got
+                ));
+            }
+        }
+        rep.scenarios.push(ScenarioLine {
+            name: sc.name,
+            about: sc.about,
+            verdict: v,
+        });
+    }
+    if let Some(exe) = exe() {
+        for d in memfns::diff_all(&exe) {
+            let name = format!("mem_functions_{}", d.case.replace('-', "_"));
+            match &d.openssl {
+                None => out.line(format!(
+                    "- {name}  (skipped: needs OpenSSL >= 3.2.0: no ASYNC_set_mem_functions)"
+                )),
+                Some(o) if *o == d.asyncjob => out.line(format!("✓ {name}  (own process)")),
+                Some(o) => {
+                    rep.failed = true;
+                    out.line(format!(
+                        "✗ {name}  (own process)\n    openssl : {o}\n    asyncjob: {}",
+                        d.asyncjob
+                    ));
+                }
+            }
+            rep.process_cases.push(d);
+        }
+    }
+    let same = rep
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.verdict, Verdict::Same))
+        .count();
+    let skipped = rep
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.verdict, Verdict::Skipped(_)))
+        .count();
+    out.line(format!(
+        "{same} same, {} differ, {skipped} skipped",
+        rep.scenarios.len() - same - skipped
+    ));
+}
+
+fn random_section(out: &Out, rep: &mut Report, cases: u32, seed: u64) {
+    out.line(format!("\n== random programs ({cases} cases, seed {seed})"));
+    let r = programs::fuzz(cases, seed, |i| {
+        if i % 25 == 0 {
+            out.progress(&format!("random program {i}/{cases}"));
+        }
+    });
+    out.done();
+    let (runs, mismatch) = match r {
+        Ok(runs) => {
+            out.line(format!("✓ all {runs} programs gave identical traces"));
+            (runs, None)
+        }
+        Err(found) => {
+            rep.failed = true;
+            out.line("✗ mismatch; shrunk program:");
+            for (i, s) in found.steps.iter().enumerate() {
+                out.line(format!("    {i:2}. {s}"));
+            }
+            let d = &found.difference;
+            out.line(format!(
+                "    first difference at step {}: {}\n    openssl : {}\n    asyncjob: {}",
+                d.index, d.step, d.openssl, d.asyncjob
+            ));
+            (0, Some(found))
+        }
+    };
+    rep.random = Some(Random {
+        cases,
+        seed,
+        runs,
+        mismatch,
+    });
+}
+
+fn deviations_section(out: &Out, rep: &mut Report) {
+    out.line("\n== deliberate deviations (OpenSSL undefined/crashing; checked on asyncjob alone)");
+    out.progress("deviations");
+    let rows = deviations::rows(exe().as_deref());
+    out.done();
+    for r in &rows {
+        let mark = match &r.check {
+            deviations::Check::Passed => "✓ checked".to_string(),
+            deviations::Check::PreventedByTypes(w) => {
+                format!("✓ prevented by the type system: {w}")
+            }
+            deviations::Check::NotApplicable(w) => format!("- n/a: {w}"),
+            deviations::Check::Failed(e) => {
+                rep.failed = true;
+                format!("✗ FAILED: {e}")
+            }
+        };
+        out.line(format!(
+            "{:<32} {mark}\n    openssl : {}\n    asyncjob: {}",
+            r.name, r.openssl, r.asyncjob
+        ));
+    }
+    rep.deviations = rows;
+}
+
+fn speed_section(out: &Out, rep: &mut Report, plan: bench::Plan) {
+    out.line(format!(
+        "\n== speed (same process, interleaved A/B, median of {} rounds)",
+        plan.rounds
+    ));
+    let rows = bench::run(plan, &|c| out.progress(&format!("bench: {c}")));
+    out.done();
+    out.line(format!(
+        "{:<46} {:>12} {:>12} {:>9}  {:<26} {}",
+        "case", "openssl", "asyncjob", "ratio", "target", "met"
+    ));
+    for r in &rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        out.line(format!(
+            "{:<46} {:>9.1} {:<2} {:>9.1} {:<2} {:>8.2}×  {:<26} {met}",
+            r.case, r.openssl, r.unit, r.asyncjob, r.unit, r.ratio, r.target
+        ));
+        if !r.note.is_empty() {
+            out.line(format!("    {}", r.note));
+        }
+    }
+    rep.speed = rows;
+}
+
+fn child(what: &str) {
+    if what == "overflow" {
+        deviations::overflow_child();
+    } else if let Some(case) = what.strip_prefix("memfns-asyncjob-") {
+        println!("{}", memfns::asyncjob_child(case));
+    } else if let Some(case) = what.strip_prefix("memfns-openssl-") {
+        println!("{}", ffi::openssl_memfns_child(case));
+    } else {
+        eprintln!("unknown child case {what}");
+        std::process::exit(2);
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    ffi::init_openssl();
+    let out = Out {
+        json: cli.json,
+        progress: !cli.json && std::io::stdout().is_terminal(),
+    };
+    let mut rep = Report::default();
+    match cli.cmd {
+        Some(Cmd::Child { what }) => {
+            child(&what);
+            return;
+        }
+        None => {
+            openssl_section(&out, &mut rep);
+            scenarios_section(&out, &mut rep);
+            random_section(&out, &mut rep, 300, 0);
+            deviations_section(&out, &mut rep);
+            speed_section(&out, &mut rep, bench::Plan::QUICK);
+        }
+        Some(Cmd::Scenarios) => {
+            openssl_section(&out, &mut rep);
+            scenarios_section(&out, &mut rep);
+        }
+        Some(Cmd::Bench { full }) => {
+            openssl_section(&out, &mut rep);
+            speed_section(
+                &out,
+                &mut rep,
+                if full {
+                    bench::Plan::FULL
+                } else {
+                    bench::Plan::QUICK
+                },
+            );
+        }
+        Some(Cmd::Fuzz { cases, seed }) => {
+            openssl_section(&out, &mut rep);
+            random_section(&out, &mut rep, cases, seed);
+        }
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rep).expect("report serialises")
+        );
+    }
+    if rep.failed {
+        std::process::exit(1);
+    }
 }
