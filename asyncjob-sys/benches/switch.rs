@@ -31,10 +31,8 @@ fn shim_round_trip(c: &mut Criterion) {
         guard: sys::ASYNCJOB_GUARD_NONE,
     };
     // SAFETY: `stack` is a valid out parameter.
-    assert_eq!(
-        unsafe { sys::asyncjob_stack_alloc(64 * 1024, &mut stack) },
-        0
-    );
+    let rc = unsafe { sys::asyncjob_stack_alloc(64 * 1024, &mut stack) };
+    assert_eq!(rc, 0);
     let mut pair = Box::new(Pair {
         thread: core::ptr::null_mut(),
         fiber: core::ptr::null_mut(),
