@@ -52,12 +52,23 @@ const ERR_R_PASSED_INVALID_ARGUMENT: c_int = 262 | ERR_RFLAG_COMMON;
 /// The libcrypto functions we use, looked up once with `dlsym(RTLD_DEFAULT)`: no link-time
 /// dependency, and a process without libcrypto simply has none of them.
 struct Crypto {
-    init_crypto: Option<unsafe extern "C" fn(u64, *const c_void) -> c_int>,
-    err_new: Option<unsafe extern "C" fn()>,
-    err_set_debug: Option<unsafe extern "C" fn(*const c_char, c_int, *const c_char)>,
-    err_set_error: Option<unsafe extern "C" fn(c_int, c_int, *const c_char, ...)>,
-    set0_default: Option<unsafe extern "C" fn(*mut c_void) -> *mut c_void>,
+    init_crypto: Option<InitCryptoFn>,
+    err_new: Option<ErrNewFn>,
+    err_set_debug: Option<ErrSetDebugFn>,
+    err_set_error: Option<ErrSetErrorFn>,
+    set0_default: Option<Set0DefaultFn>,
 }
+
+/// `int OPENSSL_init_crypto(uint64_t opts, const OPENSSL_INIT_SETTINGS *settings)`
+type InitCryptoFn = unsafe extern "C" fn(u64, *const c_void) -> c_int;
+/// `void ERR_new(void)`
+type ErrNewFn = unsafe extern "C" fn();
+/// `void ERR_set_debug(const char *file, int line, const char *func)`
+type ErrSetDebugFn = unsafe extern "C" fn(*const c_char, c_int, *const c_char);
+/// `void ERR_set_error(int lib, int reason, const char *fmt, ...)`
+type ErrSetErrorFn = unsafe extern "C" fn(c_int, c_int, *const c_char, ...);
+/// `OSSL_LIB_CTX *OSSL_LIB_CTX_set0_default(OSSL_LIB_CTX *libctx)`
+type Set0DefaultFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
 static CRYPTO: OnceLock<Crypto> = OnceLock::new();
 
@@ -75,16 +86,22 @@ fn lookup(_name: &std::ffi::CStr) -> *mut c_void {
 
 fn crypto() -> &'static Crypto {
     CRYPTO.get_or_init(|| {
-        // SAFETY (all five): each symbol, when present, is libcrypto's public function of exactly
-        // this C signature (OpenSSL 3.x <openssl/crypto.h> and <openssl/err.h>), and
-        // Option<fn> has the layout of a nullable pointer.
+        // SAFETY: each symbol, when present, is libcrypto's public function of exactly the C
+        // signature named in `Crypto` (OpenSSL 3.x <openssl/crypto.h>, <openssl/err.h>), and an
+        // Option of a function pointer has the layout of a nullable pointer.
         let found = unsafe {
             Crypto {
-                init_crypto: std::mem::transmute::<*mut c_void, _>(lookup(c"OPENSSL_init_crypto")),
-                err_new: std::mem::transmute::<*mut c_void, _>(lookup(c"ERR_new")),
-                err_set_debug: std::mem::transmute::<*mut c_void, _>(lookup(c"ERR_set_debug")),
-                err_set_error: std::mem::transmute::<*mut c_void, _>(lookup(c"ERR_set_error")),
-                set0_default: std::mem::transmute::<*mut c_void, _>(lookup(
+                init_crypto: std::mem::transmute::<*mut c_void, Option<InitCryptoFn>>(lookup(
+                    c"OPENSSL_init_crypto",
+                )),
+                err_new: std::mem::transmute::<*mut c_void, Option<ErrNewFn>>(lookup(c"ERR_new")),
+                err_set_debug: std::mem::transmute::<*mut c_void, Option<ErrSetDebugFn>>(lookup(
+                    c"ERR_set_debug",
+                )),
+                err_set_error: std::mem::transmute::<*mut c_void, Option<ErrSetErrorFn>>(lookup(
+                    c"ERR_set_error",
+                )),
+                set0_default: std::mem::transmute::<*mut c_void, Option<Set0DefaultFn>>(lookup(
                     c"OSSL_LIB_CTX_set0_default",
                 )),
             }

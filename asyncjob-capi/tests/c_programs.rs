@@ -1,0 +1,328 @@
+//! Builds the C programs in `tests/c/` with the system C compiler and runs them against the library
+//! this package just built (`libasyncjob.so`, and `libasyncjob.a` for the static link), and as a
+//! reference against the system libcrypto. Linux only: the programs use POSIX and the libcrypto
+//! builds need the OpenSSL 3 development files.
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// How a test program is linked.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    /// Our header and `-lasyncjob`.
+    AsyncJob,
+    /// `<openssl/async.h>` and `-lcrypto`: the reference.
+    LibCrypto,
+    /// Our header, `-lasyncjob` first and then `-lcrypto`, so our `ASYNC_*` win and libcrypto's other
+    /// functions (error queue, library contexts) are there.
+    AsyncJobThenCrypto,
+    /// Our header and `libasyncjob.a`.
+    Static,
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding `libasyncjob.so` and `libasyncjob.a`.
+///
+/// `cargo test` builds a library target only in the crate types a test can link, and this one has
+/// no rlib (the safe crate's `libasyncjob.rlib` would collide with it), so the C libraries are built
+/// here, once per test process, by a nested `cargo build` into the same target directory and
+/// profile (cargo holds no lock while tests run).
+fn lib_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/<test>");
+        let target_dir = profile_dir.parent().expect("target/<profile>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--lib",
+                "-p",
+                "asyncjob-capi",
+                "--profile",
+                profile,
+            ])
+            .arg("--manifest-path")
+            .arg(manifest_dir().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo build for the C libraries");
+        assert!(status.success(), "cargo build -p asyncjob-capi failed");
+        for lib in ["libasyncjob.so", "libasyncjob.a"] {
+            assert!(
+                profile_dir.join(lib).exists(),
+                "{lib} not found in {}",
+                profile_dir.display()
+            );
+        }
+        profile_dir.to_path_buf()
+    })
+    .clone()
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-tests");
+    std::fs::create_dir_all(&dir).expect("create the C test output directory");
+    dir
+}
+
+/// Compiles `tests/c/<name>.c` into an executable linked as `link`.
+fn build(name: &str, link: Link) -> PathBuf {
+    let src = manifest_dir().join("tests/c").join(format!("{name}.c"));
+    let bin = out_dir().join(format!("{name}-{link:?}"));
+    let libdir = lib_dir();
+    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cmd.args(["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg("-I")
+        .arg(manifest_dir().join("tests/c"))
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src);
+    match link {
+        Link::AsyncJob => {
+            cmd.arg(format!("-L{}", libdir.display()))
+                .arg("-lasyncjob")
+                .arg(format!("-Wl,-rpath,{}", libdir.display()));
+        }
+        Link::LibCrypto => {
+            cmd.arg("-DTEST_OPENSSL").arg("-lcrypto");
+        }
+        Link::AsyncJobThenCrypto => {
+            cmd.arg("-Wl,--no-as-needed")
+                .arg(format!("-L{}", libdir.display()))
+                .arg("-lasyncjob")
+                .arg("-lcrypto")
+                .arg(format!("-Wl,-rpath,{}", libdir.display()));
+        }
+        Link::Static => {
+            cmd.arg(libdir.join("libasyncjob.a")).args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ]);
+        }
+    }
+    cmd.arg("-lpthread");
+    let out = cmd.output().expect("run the C compiler");
+    assert!(
+        out.status.success(),
+        "compiling {name} ({link:?}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+fn run(bin: &Path, args: &[&str]) -> Output {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("run the test program");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        bin.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a CHECK-based program and returns its number of checks, asserting none failed.
+fn run_checks(name: &str, link: Link, args: &[&str]) -> usize {
+    let out = run(&build(name, link), args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" checks, "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    assert!(line.ends_with(" checks, 0 failures"), "{line}");
+    let checks: usize = line
+        .rsplit_once(": ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("bad summary line {line}"));
+    assert!(checks > 0);
+    checks
+}
+
+/// The "expected output" of the example in ASYNC_start_job(3).
+const MAN_PAGE_OUTPUT: &str = "Starting...
+Executing within a job
+Passed in message is: Hello world!
+Job was paused
+Waiting for the job to be woken up
+Resumed the job after a pause
+Job finished with return value 1
+Finishing
+";
+
+#[test]
+fn man_page_example_prints_the_expected_output() {
+    let out = run(&build("example", Link::AsyncJob), &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), MAN_PAGE_OUTPUT);
+}
+
+#[test]
+fn man_page_example_prints_the_same_with_libcrypto() {
+    let out = run(&build("example", Link::LibCrypto), &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), MAN_PAGE_OUTPUT);
+}
+
+#[test]
+fn api_behaves_like_openssl() {
+    let ours = run_checks("api", Link::AsyncJob, &[]);
+    let reference = run_checks("api", Link::LibCrypto, &[]);
+    // The libasyncjob build also resumes a NULL-ctx job that OpenSSL cannot resume.
+    assert!(ours >= reference, "{ours} < {reference}");
+}
+
+#[test]
+fn api_works_from_the_static_library() {
+    run_checks("api", Link::Static, &[]);
+}
+
+#[test]
+fn libcrypto_integration_error_queue_libctx_and_cleanup() {
+    run_checks("with_libcrypto", Link::AsyncJobThenCrypto, &[]);
+    run_checks("with_libcrypto", Link::LibCrypto, &[]);
+}
+
+#[test]
+fn deviations_are_safe() {
+    run_checks("deviations", Link::AsyncJob, &[]);
+}
+
+#[test]
+fn stack_allocator_functions() {
+    run_checks("memfns", Link::AsyncJob, &[]);
+    run_checks("memfns", Link::AsyncJob, &["precreate"]);
+}
+
+#[test]
+fn exports_exactly_the_async_api() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(lib_dir().join("libasyncjob.so"))
+        .output()
+        .expect("run nm");
+    assert!(out.status.success());
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    names.sort();
+    let mut expected = vec![
+        "ASYNC_WAIT_CTX_clear_fd",
+        "ASYNC_WAIT_CTX_free",
+        "ASYNC_WAIT_CTX_get_all_fds",
+        "ASYNC_WAIT_CTX_get_callback",
+        "ASYNC_WAIT_CTX_get_changed_fds",
+        "ASYNC_WAIT_CTX_get_fd",
+        "ASYNC_WAIT_CTX_get_status",
+        "ASYNC_WAIT_CTX_new",
+        "ASYNC_WAIT_CTX_set_callback",
+        "ASYNC_WAIT_CTX_set_status",
+        "ASYNC_WAIT_CTX_set_wait_fd",
+        "ASYNC_block_pause",
+        "ASYNC_cleanup_thread",
+        "ASYNC_get_current_job",
+        "ASYNC_get_mem_functions",
+        "ASYNC_get_wait_ctx",
+        "ASYNC_init_thread",
+        "ASYNC_is_capable",
+        "ASYNC_pause_job",
+        "ASYNC_set_mem_functions",
+        "ASYNC_start_job",
+        "ASYNC_unblock_pause",
+    ];
+    expected.sort_unstable();
+    // Unversioned: nm prints no @VERSION suffix, and glibc binds such a definition to libcrypto's
+    // NAME@OPENSSL_3.0.0 references under LD_PRELOAD.
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn header_is_compatible_with_openssl_in_either_order() {
+    let dir = out_dir();
+    let probe = |first: &str, second: &str, lang: &str, tag: &str| {
+        let src = dir.join(format!(
+            "header-{tag}.{}",
+            if lang == "c" { "c" } else { "cc" }
+        ));
+        // Conflicting prototypes or typedefs are hard errors when both headers are included; the
+        // assertions pin the constants and the 3.2 declarations.
+        let body = format!(
+            "#include {first}\n#include {second}\n\
+             typedef char check_err[ASYNC_ERR == 0 ? 1 : -1];\n\
+             typedef char check_nojobs[ASYNC_NO_JOBS == 1 ? 1 : -1];\n\
+             typedef char check_pause[ASYNC_PAUSE == 2 ? 1 : -1];\n\
+             typedef char check_finish[ASYNC_FINISH == 3 ? 1 : -1];\n\
+             typedef char check_st[ASYNC_STATUS_UNSUPPORTED == 0 && ASYNC_STATUS_ERR == 1 \
+             && ASYNC_STATUS_OK == 2 && ASYNC_STATUS_EAGAIN == 3 ? 1 : -1];\n\
+             typedef char check_fd[sizeof(OSSL_ASYNC_FD) == sizeof(int) && OSSL_BAD_ASYNC_FD == -1 ? 1 : -1];\n\
+             typedef char check_pool[ASYNC_R_INVALID_POOL_SIZE == 103 ? 1 : -1];\n\
+             int use(void);\n\
+             int use(void) {{ ASYNC_stack_alloc_fn a = 0; ASYNC_stack_free_fn f = 0;\n\
+               ASYNC_get_mem_functions(&a, &f); return ASYNC_set_mem_functions(a, f)\n\
+               + ASYNC_is_capable(); }}\n"
+        );
+        std::fs::write(&src, body).expect("write the header probe");
+        let compiler = if lang == "c" { "cc" } else { "c++" };
+        let std = if lang == "c" {
+            "-std=c99"
+        } else {
+            "-std=c++11"
+        };
+        let out = Command::new(compiler)
+            .args([std, "-pedantic", "-Wall", "-Werror", "-fsyntax-only"])
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .arg(&src)
+            .output()
+            .expect("run the compiler");
+        assert!(
+            out.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    probe("\"asyncjob.h\"", "<stdio.h>", "c", "alone");
+    probe("<openssl/async.h>", "\"asyncjob.h\"", "c", "openssl-first");
+    probe("\"asyncjob.h\"", "<openssl/async.h>", "c", "ours-first");
+    probe("\"asyncjob.h\"", "<openssl/ssl.h>", "c", "with-ssl");
+    probe(
+        "<openssl/async.h>",
+        "\"asyncjob.h\"",
+        "c++",
+        "cxx-openssl-first",
+    );
+    probe(
+        "\"asyncjob.h\"",
+        "<openssl/async.h>",
+        "c++",
+        "cxx-ours-first",
+    );
+}
