@@ -2,22 +2,31 @@
 //! touch their wait ctx always get one, nothing nests, and the driver's guards skip the rest (freeing
 //! a ctx under a paused job, cleanup with paused jobs, resuming an empty slot).
 
+use crate::driver::Backend;
 use crate::model::{Action, ArgSpec, CtxOp, Script, Step, Trace};
 use crate::{Aj, Difference, Ossl, diff, driver};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
-const SLOTS: usize = 4;
-const CTXS: usize = 3;
+const SLOTS: usize = 5;
+
+/// Mostly ctx 0, so that operations pile up on one context; ctx 2 often does not exist (skipped).
+fn ctx_index() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)]
+}
+
+fn key() -> impl Strategy<Value = u8> {
+    0u8..2
+}
 
 fn ctx_op() -> impl Strategy<Value = CtxOp> {
     prop_oneof![
-        4 => (0u8..4, 10i32..20, 0u8..4, any::<bool>())
+        4 => (key(), 10i32..30, 0u8..4, any::<bool>())
             .prop_map(|(key, fd, data, cleanup)| CtxOp::SetWaitFd { key, fd, data, cleanup }),
-        1 => (0u8..4).prop_map(|key| CtxOp::GetFd { key }),
+        1 => key().prop_map(|key| CtxOp::GetFd { key }),
         2 => Just(CtxOp::AllFds),
-        2 => Just(CtxOp::ChangedFds),
-        3 => (0u8..4).prop_map(|key| CtxOp::ClearFd { key }),
+        3 => Just(CtxOp::ChangedFds),
+        3 => key().prop_map(|key| CtxOp::ClearFd { key }),
         1 => (-2i32..5).prop_map(CtxOp::SetStatus),
         1 => Just(CtxOp::GetStatus),
         1 => (proptest::option::of(0u8..2), 0i32..9).prop_map(|(cb, arg)| CtxOp::SetCallback { cb, arg }),
@@ -52,14 +61,15 @@ fn args() -> impl Strategy<Value = ArgSpec> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        1 => (0usize..5, 0usize..5).prop_map(|(max, init)| Step::Init { max, init }),
+        2 => (prop_oneof![1 => Just(0usize), 4 => 1usize..3, 1 => 3usize..6], 0usize..4)
+            .prop_map(|(max, init)| Step::Init { max, init }),
         1 => Just(Step::Cleanup),
         3 => Just(Step::NewCtx),
-        1 => (0..CTXS).prop_map(Step::FreeCtx),
-        8 => (0..SLOTS, proptest::option::of(0..CTXS), script(), args())
+        1 => ctx_index().prop_map(Step::FreeCtx),
+        10 => (0..SLOTS, proptest::option::of(ctx_index()), script(), args())
             .prop_map(|(slot, ctx, script, args)| Step::Start { slot, ctx, script, args }),
         8 => (0..SLOTS, proptest::bool::weighted(0.2)).prop_map(|(slot, decoy)| Step::Resume { slot, decoy }),
-        4 => ((0..CTXS), ctx_op()).prop_map(|(ctx, op)| Step::Ctx { ctx, op }),
+        6 => (ctx_index(), ctx_op()).prop_map(|(ctx, op)| Step::Ctx { ctx, op }),
         1 => Just(Step::Block),
         1 => Just(Step::Unblock),
         1 => Just(Step::PauseOutside),
@@ -85,7 +95,7 @@ pub fn sanitize(mut steps: Vec<Step>) -> Vec<Step> {
 /// Strategy for a whole (sanitised) scenario program; starts with a couple of contexts so that most
 /// starts find one.
 pub fn program() -> impl Strategy<Value = Vec<Step>> {
-    proptest::collection::vec(step(), 1..24).prop_map(|v| {
+    proptest::collection::vec(step(), 1..32).prop_map(|v| {
         let mut steps = vec![Step::NewCtx, Step::NewCtx];
         steps.extend(v);
         sanitize(steps)
@@ -94,8 +104,14 @@ pub fn program() -> impl Strategy<Value = Vec<Step>> {
 
 /// Runs a program on both backends and returns where their traces first differ.
 pub fn check(steps: &[Step]) -> Option<Difference> {
+    check_with::<Aj>(steps)
+}
+
+/// [`check`] against any backend in place of asyncjob (the harness tests use a deliberately
+/// broken one).
+pub fn check_with<B: Backend>(steps: &[Step]) -> Option<Difference> {
     let o: Trace = driver::run_on_new_thread::<Ossl>(steps);
-    let a: Trace = driver::run_on_new_thread::<Aj>(steps);
+    let a: Trace = driver::run_on_new_thread::<B>(steps);
     diff(&o, &a)
 }
 
@@ -109,6 +125,11 @@ pub struct Found {
 /// Runs `cases` random programs from `seed`; returns the shrunk program of the first mismatch.
 /// `progress` is called after each program run (shrinking runs included).
 pub fn fuzz(cases: u32, seed: u64, progress: impl Fn(u64)) -> Result<u64, Found> {
+    fuzz_with::<Aj>(cases, seed, progress)
+}
+
+/// [`fuzz`] against any backend in place of asyncjob.
+pub fn fuzz_with<B: Backend>(cases: u32, seed: u64, progress: impl Fn(u64)) -> Result<u64, Found> {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {
@@ -122,7 +143,7 @@ pub fn fuzz(cases: u32, seed: u64, progress: impl Fn(u64)) -> Result<u64, Found>
     let r = runner.run(&program(), |steps| {
         runs.set(runs.get() + 1);
         progress(runs.get());
-        match check(&steps) {
+        match check_with::<B>(&steps) {
             None => Ok(()),
             Some(d) => Err(TestCaseError::fail(
                 serde_json::to_string(&d).unwrap_or_default(),
@@ -132,7 +153,7 @@ pub fn fuzz(cases: u32, seed: u64, progress: impl Fn(u64)) -> Result<u64, Found>
     match r {
         Ok(()) => Ok(runs.get()),
         Err(TestError::Fail(_, steps)) => {
-            let difference = check(&steps).unwrap_or(Difference {
+            let difference = check_with::<B>(&steps).unwrap_or(Difference {
                 index: 0,
                 step: String::new(),
                 openssl: "(mismatch did not reproduce)".into(),
