@@ -4,15 +4,14 @@
 #      -mbranch-protection=standard (qemu's CPU implements PAC, so a bad return-address signature
 #      faults), plus a look at the GNU property note;
 #   2. `cargo test` of the crates below with the asm backend and with `--features ucontext`, using
-#      Debian's newest rustc-web and its prebuilt arm64 std.
+#      Debian's newest rustc-web and its prebuilt arm64 std (or rustup's with ASYNCJOB_XPLAT_RUSTUP=1).
 # Installs what it needs (aarch64 gcc, qemu-user, the private toolchain under ~/.cache/asyncjob-xplat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh
 PACKAGES=(-p asyncjob-sys)
 
-ver=$(xplat_rustweb_candidate)
-tc=$(xplat_rustweb "$ver" arm64-std)
+xplat_cross_cargo aarch64-unknown-linux-gnu
 xplat_aarch64_setup
 out=${CARGO_TARGET_DIR:-$PWD/target}/xplat-aarch64
 mkdir -p "$out"
@@ -37,7 +36,7 @@ echo "GNU property note: plain build '$note_plain', PAC build '$note_pac'"
 [ "$note_plain" = "BTI" ] && [ "$note_pac" = "BTI, PAC" ]
 
 export CARGO_TARGET_DIR=$out/cargo
-echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu (qemu, asm backend, rustc $ver)"
-"$tc/bin/cargo" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}"
+echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu (qemu, asm backend, $XPLAT_RUSTC)"
+"${XCARGO[@]}" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}"
 echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu --features asyncjob-sys/ucontext"
-"$tc/bin/cargo" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}" --features asyncjob-sys/ucontext
+"${XCARGO[@]}" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}" --features asyncjob-sys/ucontext

@@ -16,6 +16,11 @@ XPLAT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 xplat_log() { echo "[xplat] $*" >&2; }
 
+# apt needs root: the CI host runs as root, GitHub's runners have passwordless sudo.
+xplat_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
 # Install Debian packages that are missing. `apt-get update` only runs when something is missing, so
 # warm reruns do not touch the network.
 xplat_apt_install() {
@@ -25,9 +30,8 @@ xplat_apt_install() {
   done
   [ ${#need[@]} -eq 0 ] && return 0
   xplat_log "apt-get install ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  xplat_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  xplat_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 # Print the newest rustc-web version apt knows (refreshing the lists once if apt knows none).
@@ -35,7 +39,7 @@ xplat_rustweb_candidate() {
   local v
   v=$(apt-cache policy rustc-web 2>/dev/null | awk '/Candidate:/{print $2}')
   if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-    apt-get update -qq
+    xplat_root apt-get update -qq
     v=$(apt-cache policy rustc-web | awk '/Candidate:/{print $2}')
   fi
   echo "$v"
@@ -75,7 +79,7 @@ xplat_rustweb() {
   local deps
   deps=$(xplat_rustweb_deps "$ver" "$mm")
   if [ -z "$deps" ]; then
-    apt-get update -qq
+    xplat_root apt-get update -qq
     deps=$(xplat_rustweb_deps "$ver" "$mm")
   fi
   [ -n "$deps" ] || { xplat_log "Debian has no rustc-web=$ver (see: apt-cache madison rustc-web)"; return 1; }
@@ -124,10 +128,11 @@ EOS
     # The lists go to a private directory so the host's apt state is untouched.
     local lists=$XP/apt-arm64-lists
     mkdir -p "$lists/partial"
+    # shellcheck disable=SC2054 # the commas belong to apt's option value
     local aopt=(-o APT::Architectures=amd64,arm64 -o Dir::State::Lists="$lists"
       -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
     apt-get -o APT::Sandbox::User=root "${aopt[@]}" update -qq
-    (cd "$debs" && apt-get "${aopt[@]}" download -qq "libstd-rust-web-dev:arm64=$ver")
+    (cd "$debs" && apt-get -o APT::Sandbox::User=root "${aopt[@]}" download -qq "libstd-rust-web-dev:arm64=$ver")
     dpkg-deb -x "$debs"/libstd-rust-web-dev_*_arm64.deb "$tc/root"
     [ -d "$tc/root/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib" ]
     touch "$tc/.complete-arm64"
@@ -168,6 +173,35 @@ xplat_wine_start() {
 
 xplat_wine_stop() {
   wineserver -k 2>/dev/null || true
+}
+
+# xplat_cross_cargo TARGET: fills the array XCARGO with the cargo command line prefix to test TARGET.
+# Default: Debian's newest rustc-web, unpacked privately (no rustup targets can be downloaded on the
+# CI host); Windows needs -Zbuild-std because Debian has no prebuilt Windows std.
+# ASYNCJOB_XPLAT_RUSTUP=1 (GitHub Actions): the rustup toolchain on PATH plus `rustup target add`.
+# shellcheck disable=SC2034 # XCARGO and XPLAT_RUSTC are read by the sourcing step scripts
+xplat_cross_cargo() {
+  local target=$1
+  if [ "${ASYNCJOB_XPLAT_RUSTUP:-0}" = 1 ]; then
+    rustup target add "$target" >&2
+    XCARGO=(cargo)
+    XPLAT_RUSTC=$(rustc -V)
+    return 0
+  fi
+  local ver tc
+  ver=$(xplat_rustweb_candidate)
+  case $target in
+    aarch64-unknown-linux-gnu)
+      tc=$(xplat_rustweb "$ver" arm64-std)
+      XCARGO=("$tc/bin/cargo")
+      ;;
+    *)
+      tc=$(xplat_rustweb "$ver" src)
+      export RUSTC_BOOTSTRAP=1 # -Zbuild-std on a stable compiler
+      XCARGO=("$tc/bin/cargo" -Zbuild-std)
+      ;;
+  esac
+  XPLAT_RUSTC=$("$tc/bin/rustc" -V)
 }
 
 # qemu-user and the aarch64 cross compiler for aarch64-unknown-linux-gnu tests.

@@ -3,6 +3,7 @@
 #   the newest Debian rustc-web with std sources and the arm64 std, Wine + mingw-w64, qemu + aarch64 gcc,
 #   and the MSRV rustc-web 1.85.
 set -euo pipefail
+# shellcheck source=ci/xplat/lib.sh
 . "$(dirname "$0")/lib.sh"
 ver=$(xplat_rustweb_candidate)
 xplat_rustweb "$ver" src arm64-std
