@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # aarch64-unknown-linux-gnu, run under qemu-user on the x86_64 CI host:
-#   1. C-level tests of arch/aarch64_aapcs64.S (ci/xplat/aarch64_switch_test.c): built plain and with
-#      -mbranch-protection=standard (qemu's CPU implements PAC, so a bad return-address signature
-#      faults), plus a look at the GNU property note;
+#   1. C-level tests of arch/aarch64_aapcs64.S (ci/xplat/aarch64_switch_test.c) in every
+#      -mbranch-protection flavour (qemu's CPU implements PAC, so a bad return-address signature
+#      faults), plus a check of the GNU property note each one emits;
 #   2. `cargo test` of the crates below with the asm backend and with `--features ucontext`, using
 #      Debian's newest rustc-web and its prebuilt arm64 std (or rustup's with ASYNCJOB_XPLAT_RUSTUP=1).
 # Installs what it needs (aarch64 gcc, qemu-user, the private toolchain under ~/.cache/asyncjob-xplat).
@@ -19,21 +19,26 @@ run() { qemu-aarch64 -L /usr/aarch64-linux-gnu "$@"; }
 
 srcs=(ci/xplat/aarch64_switch_test.c ci/xplat/aarch64_regcheck.S asyncjob-sys/arch/aarch64_aapcs64.S
   asyncjob-sys/csrc/fiber_asm.c asyncjob-sys/csrc/stack_posix.c)
-for variant in plain pac; do
-  flags=()
-  [ "$variant" = pac ] && flags=(-mbranch-protection=standard)
-  echo "--- C: aarch64 asm backend under qemu ($variant)"
-  aarch64-linux-gnu-gcc -O2 -g -Wall -Wextra -Werror -rdynamic "${flags[@]}" -I asyncjob-sys/csrc \
-    -o "$out/switch_test_$variant" "${srcs[@]}"
+# Each -mbranch-protection flavour: the switch must work (qemu's CPU implements PAC, so a wrong
+# return-address signature faults) and the object's GNU property note must claim exactly what the
+# flavour does: BTI only with bti (the switch then returns with ret), PAC only when it signs.
+for variant in none bti pac-ret standard; do
+  echo "--- C: aarch64 asm backend under qemu (-mbranch-protection=$variant)"
+  aarch64-linux-gnu-gcc -O2 -g -Wall -Wextra -Werror -rdynamic -mbranch-protection="$variant" \
+    -I asyncjob-sys/csrc -o "$out/switch_test_$variant" "${srcs[@]}"
   run "$out/switch_test_$variant"
+  aarch64-linux-gnu-gcc -c -mbranch-protection="$variant" -o "$out/switch_$variant.o" \
+    asyncjob-sys/arch/aarch64_aapcs64.S
+  note=$(aarch64-linux-gnu-readelf -n "$out/switch_$variant.o" | sed -n 's/.*AArch64 feature: //p')
+  case $variant in
+    none) want="" ;;
+    bti) want="BTI" ;;
+    pac-ret) want="PAC" ;;
+    standard) want="BTI, PAC" ;;
+  esac
+  echo "GNU property note: '$note'"
+  [ "$note" = "$want" ] || { echo "expected '$want'" >&2; exit 1; }
 done
-# The object must announce exactly what it does: BTI always, PAC only when it signs.
-aarch64-linux-gnu-gcc -c -o "$out/plain.o" asyncjob-sys/arch/aarch64_aapcs64.S
-aarch64-linux-gnu-gcc -c -mbranch-protection=standard -o "$out/pac.o" asyncjob-sys/arch/aarch64_aapcs64.S
-note_plain=$(aarch64-linux-gnu-readelf -n "$out/plain.o" | sed -n 's/.*AArch64 feature: //p')
-note_pac=$(aarch64-linux-gnu-readelf -n "$out/pac.o" | sed -n 's/.*AArch64 feature: //p')
-echo "GNU property note: plain build '$note_plain', PAC build '$note_pac'"
-[ "$note_plain" = "BTI" ] && [ "$note_pac" = "BTI, PAC" ]
 
 export CARGO_TARGET_DIR=$out/cargo
 echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu (qemu, asm backend, $XPLAT_RUSTC)"

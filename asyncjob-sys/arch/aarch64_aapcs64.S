@@ -48,10 +48,20 @@
  * is only meaningful while the resumer stays suspended (always true for thread <-> fiber).
  * Frame-pointer walkers (perf --call-graph=fp) stop at the fiber root, whose frame record holds x29=0.
  *
+ * Returning into the resumed context: by default the switch ends with `br x30` instead of `ret`. A
+ * ret is predicted by the return-address stack to go back to the switch's own caller, which is never
+ * right here, so every switch would pay a misprediction; `br` is predicted from branch history (the
+ * same choice as the pop+jmp of arch/x86_64_sysv.S, where it halves the round trip; on aarch64 this
+ * has been checked for correctness under qemu only, not timed on hardware). `br` lands on a plain
+ * return address, which is not a BTI landing pad, so:
+ *
  * Branch protection, and what the GNU property note claims (ELF only):
- *   BTI: every global entry point starts with `bti c` (a hint: a no-op on cores without BTI), so this
- *        object is BTI-clean and always says so. The trampoline is only ever reached by `ret`, which
- *        BTI does not check.
+ *   BTI: when the build asks for it (-mbranch-protection=bti or =standard, visible as
+ *        __ARM_FEATURE_BTI_DEFAULT) the switch ends with `ret`, which BTI does not check. Every global
+ *        entry point starts with `bti c` in all builds (a hint: a no-op on cores without BTI); the
+ *        trampoline is only ever reached by the switch's return. So a BTI build is BTI-clean and says
+ *        so in the note; any other build does not claim BTI (the linker then marks the program as
+ *        not BTI-ready, which is true).
  *   PAC: only when the compiler is asked for it (-mbranch-protection=pac-ret or =standard, visible
  *        as __ARM_FEATURE_PAC_DEFAULT): then the switch signs x30 against sp on entry and
  *        authenticates it before returning, init_stack signs the trampoline address against `top`
@@ -59,7 +69,7 @@
  *        signed (.cfi_negate_ra_state), and the note claims PAC. Without it nothing is signed and
  *        PAC is not claimed. All PAC instructions used are in the hint space, so a PAC build still
  *        runs (unprotected) on ARMv8.0 cores.
- *   GCS (guarded control stack) is not claimed: switching stacks without switching the GCS would
+ *   GCS (guarded control stack) is never claimed: switching stacks without switching the GCS would
  *        break it.
  */
 
@@ -70,7 +80,13 @@
 #  define AJ_PAC 0
 #  define AJ_NOTE_PAC 0
 #endif
-#define AJ_NOTE_BTI 1
+#if defined(__ARM_FEATURE_BTI_DEFAULT)
+#  define AJ_BTI 1
+#  define AJ_NOTE_BTI 1
+#else
+#  define AJ_BTI 0
+#  define AJ_NOTE_BTI 0
+#endif
 
 /* Symbols: Mach-O prefixes C names with an underscore and has no .type/.size. Apple's assembler uses
    ';' as its comment character, so these are assembler macros rather than one-line C macros. */
@@ -230,12 +246,17 @@ SWITCH_KIND SYM(SWITCH_NAME)
     .cfi_restore 78
     .cfi_restore 79
     aj_auth_lr
+#if AJ_BTI
     ret
+#else
+    /* br rather than ret: the return-address stack would predict our own caller, never right. */
+    br      x30
+#endif
     .cfi_endproc
 aj_end SYM(SWITCH_NAME)
 
 /*
- * First code run by a new fiber, reached by the `ret` of the switch: sp == top, x19 = fn, x20 = arg,
+ * First code run by a new fiber, reached by the return (ret or br) of the switch: sp == top, x19 = fn, x20 = arg,
  * x0 = the value given to the switch. x29 = 0 from the initial frame, so fn's frame record ends the
  * frame-pointer chain.
  */
@@ -315,8 +336,10 @@ aj_end SYM(asyncjob__arch_init_stack)
 #if defined(__ELF__)
     .section .note.GNU-stack,"",%progbits
 
-    /* GNU property note: GNU_PROPERTY_AARCH64_FEATURE_1_AND = BTI, plus PAC when built with it (see
-       the top of the file). The linker keeps a bit only if every input object sets it. */
+#  if AJ_NOTE_BTI | AJ_NOTE_PAC
+    /* GNU property note: GNU_PROPERTY_AARCH64_FEATURE_1_AND = BTI and/or PAC, each only when the
+       build asked for it (see the top of the file). The linker keeps a bit only if every input
+       object sets it. */
     .section .note.gnu.property,"a"
     .p2align 3
     .long 4                 /* name size ("GNU\0") */
@@ -327,4 +350,5 @@ aj_end SYM(asyncjob__arch_init_stack)
     .long 4                 /* property data size */
     .long AJ_NOTE_BTI | AJ_NOTE_PAC
     .long 0                 /* pad the descriptor to 8 bytes */
+#  endif
 #endif

@@ -211,4 +211,28 @@ xplat_aarch64_setup() {
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
   export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
   export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+  # For binaries started through binfmt_misc (below), which get no -L.
+  export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+  xplat_aarch64_binfmt
+}
+
+# Tests that re-execute their own binary in a child process (stack overflow, abort) need the kernel
+# to run an aarch64 ELF through qemu: register qemu-aarch64 with binfmt_misc, as Debian's
+# qemu-user-binfmt or docker's setup-qemu would. This is machine-wide (until reboot) and only makes
+# aarch64 Linux binaries runnable. Skipped when already registered.
+xplat_aarch64_binfmt() {
+  local dir=/proc/sys/fs/binfmt_misc
+  [ -e "$dir/qemu-aarch64" ] && return 0
+  if [ ! -e "$dir/register" ]; then
+    xplat_root mount -t binfmt_misc binfmt_misc "$dir" || {
+      xplat_log "cannot mount binfmt_misc: tests that re-execute themselves will fail"
+      return 0
+    }
+  fi
+  local magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+  local mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+  local qemu
+  qemu=$(command -v qemu-aarch64)
+  echo ":qemu-aarch64:M::$magic:$mask:$qemu:" | xplat_root tee "$dir/register" >/dev/null
+  xplat_log "registered $qemu for aarch64 ELF binaries with binfmt_misc"
 }
