@@ -68,10 +68,36 @@ fn op(c: &WaitCtx, op: &CtxOp) -> Event {
             let r = c.fd(WaitKey::from_addr(driver::key_addr(*key)));
             Event::GetFd(r.map(|(fd, d)| (fd, d as usize as u8)))
         }
-        CtxOp::AllFds => Event::AllFds(c.all_fds()),
+        CtxOp::AllFds => {
+            let v = c.all_fds();
+            // The slice-filling forms must agree with the Vec forms (C callers see only those).
+            let mut buf = vec![-1; v.len() + 2];
+            let n = c.copy_all_fds(&mut buf);
+            let mut short = vec![-1; v.len().saturating_sub(1)];
+            let n_short = c.copy_all_fds(&mut short);
+            if n != v.len()
+                || c.fd_count() != v.len()
+                || buf[..n] != v[..]
+                || n_short != v.len()
+                || !v.starts_with(&short)
+            {
+                queue(UNEXPECTED);
+            }
+            Event::AllFds(v)
+        }
         CtxOp::ChangedFds => {
             let (nadd, ndel) = c.changed_counts();
             let (add, del) = c.changed_fds();
+            let mut ab = vec![-1; nadd + 2];
+            let mut db = vec![-1; ndel + 2];
+            let counts = c.copy_changed_fds(Some(&mut ab), Some(&mut db));
+            if counts != (nadd, ndel)
+                || c.copy_changed_fds(None, None) != (nadd, ndel)
+                || !ab.starts_with(&add)
+                || !db.starts_with(&del)
+            {
+                queue(UNEXPECTED);
+            }
             Event::Changed {
                 nadd,
                 ndel,
