@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh
-PACKAGES=(-p asyncjob-sys)
+# Crates tested (override with ASYNCJOB_XPLAT_PACKAGES).
+# shellcheck disable=SC2206 # word splitting of the override is intended
+PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys -p asyncjob})
 
 xplat_cross_cargo aarch64-unknown-linux-gnu
 xplat_aarch64_setup
@@ -42,6 +44,6 @@ done
 
 export CARGO_TARGET_DIR=$out/cargo
 echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu (qemu, asm backend, $XPLAT_RUSTC)"
-"${XCARGO[@]}" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}"
+"${XCARGO[@]}" test --no-fail-fast --target aarch64-unknown-linux-gnu "${PACKAGES[@]}"
 echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu --features asyncjob-sys/ucontext"
-"${XCARGO[@]}" test --target aarch64-unknown-linux-gnu "${PACKAGES[@]}" --features asyncjob-sys/ucontext
+"${XCARGO[@]}" test --no-fail-fast --target aarch64-unknown-linux-gnu "${PACKAGES[@]}" --features asyncjob-sys/ucontext
