@@ -44,7 +44,8 @@ pub struct Row {
     pub unit: &'static str,
     pub openssl: f64,
     pub asyncjob: f64,
-    /// openssl / asyncjob for times (higher is better for asyncjob); asyncjob / openssl for throughput.
+    /// openssl / asyncjob for times (higher is better for asyncjob); asyncjob / openssl for throughput;
+    /// NaN (JSON null) where a ratio means nothing.
     pub ratio: f64,
     pub target: &'static str,
     /// Whether the target is met (None when the row has no numeric target).
@@ -218,6 +219,21 @@ pub fn run(plan: Plan, progress: &dyn Fn(&str)) -> Vec<Row> {
             note: format!("asyncjob heap allocations per start: {al:.2} (target 0)"),
         });
     }
+
+    let (pr, sf) = on_thread(|| (aj_pause_resume(10_000).1, aj_start_finish(10_000, true).1));
+    rows.push(Row {
+        case: "heap allocations per op, steady state",
+        unit: "",
+        openssl: 1.0,
+        asyncjob: pr.max(sf),
+        ratio: f64::NAN,
+        target: "0",
+        met: Some(pr == 0.0 && sf == 0.0),
+        note: format!(
+            "asyncjob measured: {pr:.3}/pause→resume, {sf:.3}/start→finish with 16-byte capture; \
+             openssl from the reference (1 malloc+free per start with args), not measured"
+        ),
+    });
 
     progress("fresh paused jobs");
     let n = plan.fresh_jobs;

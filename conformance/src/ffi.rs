@@ -367,6 +367,8 @@ impl Backend for Ossl {
                 let p = LAST_ARGS.with(|l| {
                     let mut l = l.borrow_mut();
                     l.clone_from(b);
+                    // A real buffer even for size 0 (the `args != NULL, size == 0` row).
+                    l.reserve(1);
                     l.as_mut_ptr()
                 });
                 (p.cast::<c_void>(), b.len(), b.len())

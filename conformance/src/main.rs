@@ -257,7 +257,7 @@ fn speed_section(out: &Out, rep: &mut Report, plan: bench::Plan) {
     let rows = bench::run(plan, &|c| out.progress(&format!("bench: {c}")));
     out.done();
     out.line(format!(
-        "{:<46} {:>12} {:>12} {:>9}  {:<26} {}",
+        "{:<46} {:>16} {:>16} {:>9}  {:<26} {}",
         "case", "openssl", "asyncjob", "ratio", "target", "met"
     ));
     for r in &rows {
@@ -266,9 +266,14 @@ fn speed_section(out: &Out, rep: &mut Report, plan: bench::Plan) {
             Some(false) => "NO",
             None => "-",
         };
+        let ratio = if r.ratio.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}×", r.ratio)
+        };
         out.line(format!(
-            "{:<46} {:>9.1} {:<2} {:>9.1} {:<2} {:>8.2}×  {:<26} {met}",
-            r.case, r.openssl, r.unit, r.asyncjob, r.unit, r.ratio, r.target
+            "{:<46} {:>10.1} {:<5} {:>10.1} {:<5} {:>9}  {:<26} {met}",
+            r.case, r.openssl, r.unit, r.asyncjob, r.unit, ratio, r.target
         ));
         if !r.note.is_empty() {
             out.line(format!("    {}", r.note));

@@ -12,6 +12,8 @@ pub enum Gate {
     Always,
     /// Only from this version number on; the text says what older versions do.
     Since(u64, &'static str),
+    /// The behaviour has no counterpart in the Rust API; listed so the report shows the row.
+    NotInRust(&'static str),
 }
 
 impl Gate {
@@ -26,6 +28,7 @@ impl Gate {
                 (v >> 4) & 0xff
             )),
             Gate::Since(..) => None,
+            Gate::NotInRust(why) => Some(format!("n/a in Rust: {why}")),
         }
     }
 }
@@ -991,6 +994,14 @@ pub fn all() -> Vec<Scenario> {
             },
         ),
     ];
+    v.push(sc(
+        "args_non_null_size_zero",
+        "2.4/9 args != NULL, size == 0: 3.0.19/3.5.5+/3.6 run func(NULL); 3.0.0-3.0.18/3.1 ERR + malloc failure; 3.2-3.5.4 ERR",
+        Gate::NotInRust("a closure captures its data; there is no (args, size) pair"),
+        |b| {
+            b.start_args(0, None, s(1, [ReadArgs]), ArgSpec::Bytes(Vec::new()), "args=NULL FINISH ret=1 job=-");
+        },
+    ));
     v.push(sc(
         "init_max_above_int_max_rejected",
         "2.2/9 max_size > INT_MAX: asyncjob follows 3.6 (rejects)",
