@@ -601,15 +601,6 @@ pub unsafe extern "C" fn ASYNC_start_job(
     if !crypto_alive() {
         return ASYNC_ERR;
     }
-    if asyncjob::current_job().is_some() {
-        // Nested: OpenSSL corrupts the running job here. Nothing is touched.
-        raise(
-            ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED,
-            c"ASYNC_start_job",
-            line!(),
-        );
-        return ASYNC_ERR;
-    }
     // SAFETY: non-NULL, the caller's job pointer.
     let current = unsafe { *job };
     let outcome = if !current.is_null() {
@@ -658,6 +649,8 @@ pub unsafe extern "C" fn ASYNC_start_job(
             ASYNC_ERR
         }
         Outcome::Failed(ErrorKind::Nested) => {
+            // Inside a running job, where OpenSSL corrupts the running job. asyncjob refused before
+            // touching anything: a paused job passed in `*job` stays paused.
             raise(
                 ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED,
                 c"ASYNC_start_job",

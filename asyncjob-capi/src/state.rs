@@ -86,19 +86,27 @@ struct Entry {
     ctx: usize,
 }
 
-#[derive(Default)]
 struct Table {
     recent: Option<Entry>,
     rest: HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>,
 }
 
 impl Table {
+    const fn new() -> Self {
+        Table {
+            recent: None,
+            rest: HashMap::with_hasher(BuildHasherDefault::new()),
+        }
+    }
+
+    #[inline]
     fn insert(&mut self, entry: Entry) {
         if let Some(older) = self.recent.replace(entry) {
             self.rest.insert(older.id, older);
         }
     }
 
+    #[inline]
     fn take(&mut self, id: usize) -> Option<Entry> {
         if self.recent.as_ref().is_some_and(|e| e.id == id) {
             return self.recent.take();
@@ -128,9 +136,11 @@ struct ThreadState {
 thread_local! {
     // Dropped at thread exit: the jobs still paused are dropped with it, which unwinds them and
     // returns their stacks (OpenSSL leaks them).
-    static STATE: ThreadState = ThreadState {
-        running_ctx: Cell::new(0),
-        paused: RefCell::new(Table::default()),
+    static STATE: ThreadState = const {
+        ThreadState {
+            running_ctx: Cell::new(0),
+            paused: RefCell::new(Table::new()),
+        }
     };
 }
 

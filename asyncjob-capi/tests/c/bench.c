@@ -47,6 +47,10 @@ static void fail(const char *what)
 int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 2000000;
+    /* Optional second argument: only "pr", "sf" or "sa" (for profiling one loop). */
+    const char *only = argc > 2 ? argv[2] : "";
+    int do_pr = !*only || !strcmp(only, "pr"), do_sf = !*only || !strcmp(only, "sf"),
+        do_sa = !*only || !strcmp(only, "sa");
     int runs = 7, r;
     long i;
     double best_pr = 1e30, best_sf = 1e30, best_sa = 1e30;
@@ -60,6 +64,8 @@ int main(int argc, char **argv)
     for (r = 0; r < runs; r++) {
         double t0, t1;
 
+        if (!do_pr)
+            goto skip_pr;
         stop = 0;
         job = NULL;
         if (ASYNC_start_job(&job, ctx, &ret, ping, NULL, 0) != ASYNC_PAUSE)
@@ -74,7 +80,9 @@ int main(int argc, char **argv)
             fail("finish ping");
         if ((t1 - t0) / iters < best_pr)
             best_pr = (t1 - t0) / iters;
-
+    skip_pr:
+        if (!do_sf)
+            goto skip_sf;
         t0 = now_ns();
         for (i = 0; i < iters; i++) {
             job = NULL;
@@ -84,7 +92,9 @@ int main(int argc, char **argv)
         t1 = now_ns();
         if ((t1 - t0) / iters < best_sf)
             best_sf = (t1 - t0) / iters;
-
+    skip_sf:
+        if (!do_sa)
+            continue;
         t0 = now_ns();
         for (i = 0; i < iters; i++) {
             job = NULL;
