@@ -127,3 +127,38 @@ fn thread_fiber_is_idempotent_and_can_be_released() {
     let c = thread_fiber();
     assert!(!c.is_null());
 }
+
+struct BacktraceShared {
+    base: PingPong,
+    text: std::cell::RefCell<String>,
+}
+
+unsafe extern "C" fn backtrace_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's BacktraceShared, alive until the fiber is done, used through `&`.
+    let s: &BacktraceShared = unsafe { arg_ref(arg) };
+    *s.text.borrow_mut() = std::backtrace::Backtrace::force_capture().to_string();
+    switch(s.base.me.get(), s.base.thread, 1);
+    unreachable!("finished fiber resumed");
+}
+
+#[inline(never)]
+fn resumer_with_a_recognisable_name(thread: *mut sys::asyncjob_fiber, fiber: *mut sys::asyncjob_fiber) -> usize {
+    let back = switch(thread, fiber, 0);
+    std::hint::black_box(back)
+}
+
+/// The asm trampoline's CFI leads unwinders from a fiber's frames into the code that resumed it.
+#[test]
+fn a_backtrace_inside_a_fiber_reaches_the_resumer() {
+    let stack = Stack::new(STACK).expect("stack");
+    let s = BacktraceShared { base: PingPong::new(thread_fiber()), text: Default::default() };
+    let fiber = Fiber::new(&stack, backtrace_entry, (&raw const s).cast_mut().cast());
+    s.base.me.set(fiber.raw);
+    assert_eq!(resumer_with_a_recognisable_name(s.base.thread, fiber.raw), 1);
+    let text = s.text.borrow();
+    assert!(text.contains("backtrace_entry"), "{text}");
+    if support::backend().ends_with("-asm") {
+        assert!(text.contains("resumer_with_a_recognisable_name"), "{text}");
+        assert!(text.contains("a_backtrace_inside_a_fiber_reaches_the_resumer"), "{text}");
+    }
+}
