@@ -222,6 +222,14 @@ fn stack_allocator_functions() {
 }
 
 #[test]
+fn no_heap_allocation_per_job_in_steady_state() {
+    run_checks("allocs", Link::AsyncJob, &[]);
+    // The same program against OpenSSL only reports its count (one malloc per start with args).
+    let out = run(&build("allocs", Link::LibCrypto), &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("openssl: 1000 allocations for 1 jobs"));
+}
+
+#[test]
 fn exports_exactly_the_async_api() {
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
