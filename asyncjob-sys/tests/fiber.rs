@@ -142,7 +142,10 @@ unsafe extern "C" fn backtrace_entry(arg: *mut c_void, _first: *mut c_void) {
 }
 
 #[inline(never)]
-fn resumer_with_a_recognisable_name(thread: *mut sys::asyncjob_fiber, fiber: *mut sys::asyncjob_fiber) -> usize {
+fn resumer_with_a_recognisable_name(
+    thread: *mut sys::asyncjob_fiber,
+    fiber: *mut sys::asyncjob_fiber,
+) -> usize {
     let back = switch(thread, fiber, 0);
     std::hint::black_box(back)
 }
@@ -151,14 +154,57 @@ fn resumer_with_a_recognisable_name(thread: *mut sys::asyncjob_fiber, fiber: *mu
 #[test]
 fn a_backtrace_inside_a_fiber_reaches_the_resumer() {
     let stack = Stack::new(STACK).expect("stack");
-    let s = BacktraceShared { base: PingPong::new(thread_fiber()), text: Default::default() };
+    let s = BacktraceShared {
+        base: PingPong::new(thread_fiber()),
+        text: Default::default(),
+    };
     let fiber = Fiber::new(&stack, backtrace_entry, (&raw const s).cast_mut().cast());
     s.base.me.set(fiber.raw);
-    assert_eq!(resumer_with_a_recognisable_name(s.base.thread, fiber.raw), 1);
+    assert_eq!(
+        resumer_with_a_recognisable_name(s.base.thread, fiber.raw),
+        1
+    );
     let text = s.text.borrow();
     assert!(text.contains("backtrace_entry"), "{text}");
     if support::backend().ends_with("-asm") {
         assert!(text.contains("resumer_with_a_recognisable_name"), "{text}");
-        assert!(text.contains("a_backtrace_inside_a_fiber_reaches_the_resumer"), "{text}");
+        assert!(
+            text.contains("a_backtrace_inside_a_fiber_reaches_the_resumer"),
+            "{text}"
+        );
     }
+}
+
+/// Each thread has its own thread fiber; fibers on different threads switch independently.
+#[test]
+fn threads_switch_their_own_fibers_concurrently() {
+    // Both workers hold their thread fiber at the same time, so the addresses must differ.
+    let both_alive = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let both_alive = both_alive.clone();
+            std::thread::spawn(move || {
+                let stack = Stack::new(STACK).expect("stack");
+                let thread = thread_fiber();
+                both_alive.wait();
+                let state = PingPong::new(thread);
+                let fiber = Fiber::new(&stack, ping_pong_entry, state.arg());
+                state.me.set(fiber.raw);
+                for i in 0..100_000 {
+                    assert_eq!(switch(thread, fiber.raw, 2 * i), 2 * i + 1);
+                }
+                assert_eq!(switch(thread, fiber.raw, STOP), STOP - 1);
+                both_alive.wait();
+                drop(fiber);
+                support::release_thread_fiber();
+                (thread as usize, state.seen.get())
+            })
+        })
+        .collect();
+    let results: Vec<(usize, usize)> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker"))
+        .collect();
+    assert!(results.iter().all(|&(_, seen)| seen == 100_000));
+    assert_ne!(results[0].0, results[1].0, "thread fibers are per thread");
 }
