@@ -144,7 +144,10 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
         (uintptr_t)stack_base + stack_size < (uintptr_t)stack_base) {
         return NULL;
     }
-    asyncjob_fiber *fiber = (asyncjob_fiber *)(void *)((char *)stack_base + stack_size - FIBER_RESERVE);
+    /* volatile: getcontext "returns twice" as far as the compiler knows (it never does here, because
+       makecontext rewrites the context before anything resumes it). */
+    asyncjob_fiber *volatile fiber =
+        (asyncjob_fiber *)(void *)((char *)stack_base + stack_size - FIBER_RESERVE);
     memset(fiber, 0, sizeof *fiber);
     if (getcontext(&fiber->uc) != 0) {
         return NULL;

@@ -50,13 +50,15 @@
 #  define ENOTSUP 129 /* the value of MSVC's and mingw-w64's errno.h */
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+/* MXCSR: wherever SSE is there (MSVC's intrinsics need no -msse; 32-bit gcc only with SSE on). */
+#if defined(__x86_64__) || defined(_M_X64) || defined(_M_IX86) || (defined(__i386__) && defined(__SSE__))
 #  include <xmmintrin.h>
-#  define AJ_FP_SWITCH 1
-#  if defined(__GNUC__) || defined(__clang__)
-/* MSVC has no inline asm, and x64 code it compiles never uses the x87 unit. */
-#    define AJ_X87_SWITCH 1
-#  endif
+#  define AJ_MXCSR_SWITCH 1
+#endif
+/* x87 control word: gcc/clang only. MSVC has no inline asm, and x64 code it compiles never uses
+   the x87 unit. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#  define AJ_X87_SWITCH 1
 #endif
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -70,32 +72,29 @@ struct asyncjob_fiber {
     void *value;                 /* delivered by the switch that resumes this fiber */
     asyncjob_fiber_entry entry;  /* NULL for a thread fiber */
     void *arg;
-#if defined(AJ_FP_SWITCH)
-    unsigned int mxcsr;          /* saved while switched out */
+    unsigned int mxcsr;          /* floating-point control state, saved while switched out */
     unsigned short x87_cw;
-#endif
 };
 
 static void fp_save(asyncjob_fiber *f) {
-#if defined(AJ_FP_SWITCH)
+    f->mxcsr = 0;
+    f->x87_cw = 0;
+#if defined(AJ_MXCSR_SWITCH)
     f->mxcsr = _mm_getcsr();
-#  if defined(AJ_X87_SWITCH)
+#endif
+#if defined(AJ_X87_SWITCH)
     __asm__ volatile("fnstcw %0" : "=m"(f->x87_cw));
-#  endif
-#else
-    (void)f;
 #endif
 }
 
 static void fp_restore(const asyncjob_fiber *f) {
-#if defined(AJ_FP_SWITCH)
+#if defined(AJ_MXCSR_SWITCH)
     _mm_setcsr(f->mxcsr);
-#  if defined(AJ_X87_SWITCH)
-    __asm__ volatile("fldcw %0" : : "m"(f->x87_cw));
-#  endif
-#else
-    (void)f;
 #endif
+#if defined(AJ_X87_SWITCH)
+    __asm__ volatile("fldcw %0" : : "m"(f->x87_cw));
+#endif
+    (void)f;
 }
 
 enum thread_state {

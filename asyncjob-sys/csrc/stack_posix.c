@@ -8,7 +8,8 @@
  * The guard page, in order of preference:
  *   1. Linux >= 6.13: madvise(MADV_GUARD_INSTALL). The guard is a page-table marker, not a separate
  *      mapping, so adjacent stacks merge into one VMA and a million guarded stacks fit under the
- *      default vm.max_map_count (65530).
+ *      default vm.max_map_count (65530). Checked once per process to really fault (emulators such
+ *      as qemu-user accept unknown advice and do nothing).
  *   2. mprotect(PROT_NONE) on the first page (elsewhere, or on older kernels). That splits the VMA, so
  *      each stack costs two map entries; near the map-count limit mprotect fails with ENOMEM.
  *   3. Fallback when neither works: the mapping is released and ENOMEM is returned. A stack without
@@ -208,9 +209,39 @@ static void on_fault(int sig, siginfo_t *info, void *context) {
     sigaction(sig, &dfl, NULL);
 }
 
+#if defined(__linux__)
+/*
+ * 1 when MADV_GUARD_INSTALL really guards. A kernel without it fails the madvise, but an emulator
+ * (qemu-user ignores advice it does not know and reports success) would hand out stacks without a
+ * guard, so the first allocation checks once: a write(2) from a guarded page must fail with EFAULT.
+ */
+static int madvise_guard_works;
+
+static void probe_madvise_guard(void) {
+    size_t ps = asyncjob_page_size();
+    char *mem = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+        return;
+    }
+    int fds[2];
+    if (madvise(mem, ps, MADV_GUARD_INSTALL) == 0 && pipe(fds) == 0) {
+        ssize_t written = write(fds[1], mem, 1);
+        if (written < 0 && errno == EFAULT) {
+            madvise_guard_works = 1;
+        }
+        close(fds[0]);
+        close(fds[1]);
+    }
+    munmap(mem, 2 * ps);
+}
+#endif
+
 static pthread_once_t reporter_once = PTHREAD_ONCE_INIT;
 
 static void reporter_init(void) {
+#if defined(__linux__)
+    probe_madvise_guard();
+#endif
     void *table = mmap(NULL, REG_SLOTS * sizeof(struct reg_slot), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (table == MAP_FAILED) {
@@ -303,7 +334,7 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     }
     asyncjob_guard_kind guard = ASYNCJOB_GUARD_NONE;
 #if defined(__linux__)
-    if (madvise(mem, ps, MADV_GUARD_INSTALL) == 0) {
+    if (madvise_guard_works && madvise(mem, ps, MADV_GUARD_INSTALL) == 0) {
         guard = ASYNCJOB_GUARD_MADVISE;
     }
 #endif
