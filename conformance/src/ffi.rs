@@ -524,6 +524,18 @@ pub fn openssl_memfns_child(case: &str) -> String {
         match case {
             "first-job" => {
                 let a = set();
+                // get must hand back the functions just set: calling them must go through ours.
+                let (mut f, mut g) = (None, None);
+                ASYNC_get_mem_functions(&mut f, &mut g);
+                let (Some(f), Some(g)) = (f, g) else {
+                    return "get_mem_functions gave NULL".into();
+                };
+                let mut num = 64usize;
+                g(f(&mut num));
+                if counting_stacks_allocated() != 1 {
+                    return "get_mem_functions does not return the functions just set".into();
+                }
+                STACKS_ALLOCATED.store(0, std::sync::atomic::Ordering::Relaxed);
                 let mut job = ptr::null_mut();
                 let mut ret = RET_SENTINEL;
                 let rc = ASYNC_start_job(
