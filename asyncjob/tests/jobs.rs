@@ -36,6 +36,14 @@ fn resume_paused<R: 'static>(job: Job<R>) -> Job<R> {
     }
 }
 
+/// A wait fd value for tests: an int on POSIX, a HANDLE-sized value on Windows.
+fn fd(n: i32) -> asyncjob::AsyncFd {
+    #[cfg(unix)]
+    return n;
+    #[cfg(windows)]
+    return n as usize as asyncjob::AsyncFd;
+}
+
 fn is_no_jobs<F, R>(s: Result<Started<F, R>, Error>) -> bool {
     matches!(s, Ok(Started::NoJobs(_)))
 }
@@ -635,29 +643,29 @@ fn fds_added_by_a_finished_job_stay_counted_until_the_next_resume() {
         let c = asyncjob::current_wait_ctx().unwrap();
         c.set_wait_fd(
             asyncjob::WaitKey::from_addr(1),
-            13,
+            fd(13),
             std::ptr::null_mut(),
             None,
         );
     }));
-    assert_eq!(ctx.changed_fds(), (vec![13], vec![]));
+    assert_eq!(ctx.changed_fds(), (vec![fd(13)], vec![]));
     // A new job on the same context: no reset at start ...
     let job = paused(asyncjob::start(Some(&ctx), || {
         let c = asyncjob::current_wait_ctx().unwrap();
         c.set_wait_fd(
             asyncjob::WaitKey::from_addr(2),
-            14,
+            fd(14),
             std::ptr::null_mut(),
             None,
         );
         asyncjob::pause();
     }));
     assert_eq!(ctx.changed_counts(), (2, 0));
-    assert_eq!(ctx.changed_fds(), (vec![14, 13], vec![]));
+    assert_eq!(ctx.changed_fds(), (vec![fd(14), fd(13)], vec![]));
     // ... only when it is resumed.
     resume_finished(job);
     assert_eq!(ctx.changed_counts(), (0, 0));
-    assert_eq!(ctx.all_fds(), vec![14, 13]);
+    assert_eq!(ctx.all_fds(), vec![fd(14), fd(13)]);
 }
 
 #[test]
@@ -670,7 +678,7 @@ fn a_paused_job_keeps_its_wait_ctx_alive_and_cleanups_run_when_it_ends() {
         let log = c2.clone();
         c.set_wait_fd(
             asyncjob::WaitKey::from_addr(7),
-            70,
+            fd(70),
             std::ptr::null_mut(),
             Some(Box::new(move |_, fd, _| log.borrow_mut().push(fd))),
         );
@@ -679,10 +687,10 @@ fn a_paused_job_keeps_its_wait_ctx_alive_and_cleanups_run_when_it_ends() {
     }));
     drop(ctx); // the application's handle: OpenSSL would free the context here
     assert!(cleaned.borrow().is_empty());
-    assert_eq!(resume_finished(job), vec![70]);
+    assert_eq!(resume_finished(job), vec![fd(70)]);
     assert_eq!(
         *cleaned.borrow(),
-        vec![70],
+        vec![fd(70)],
         "cleanup ran once the job released the context"
     );
 }
