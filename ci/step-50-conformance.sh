@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The conformance report against the system libcrypto: every named scenario and 300 random programs
+# The conformance report against the system libcrypto: every named scenario and 1,000 random programs
 # diffed between OpenSSL and asyncjob, the deviation checks, and the speed table. Fails when any
 # scenario differs, OpenSSL departs from the reference, or a deviation check fails (speed targets are
 # reported, not enforced: this host's timing is shared and noisy).

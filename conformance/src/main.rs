@@ -311,7 +311,7 @@ fn main() {
         None => {
             openssl_section(&out, &mut rep);
             scenarios_section(&out, &mut rep);
-            random_section(&out, &mut rep, 300, 0);
+            random_section(&out, &mut rep, 1000, 0);
             deviations_section(&out, &mut rep);
             speed_section(&out, &mut rep, bench::Plan::QUICK);
         }
