@@ -4,6 +4,7 @@
  */
 #include "common.h"
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* ---- small job bodies ------------------------------------------------------------------------ */
@@ -610,6 +611,55 @@ static void test_get_wait_ctx_finished(void)
     ASYNC_cleanup_thread();
 }
 
+/* ---- several threads, each with its own pool, jobs and ctx, at the same time ------------------ */
+
+static int thread_job(void *arg)
+{
+    int v = *(int *)arg;
+    ASYNC_pause_job();
+    ASYNC_pause_job();
+    return v * 2;
+}
+
+static void *thread_main(void *arg)
+{
+    ASYNC_WAIT_CTX *ctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *jobs[16];
+    int i, round, ret, ok = 1;
+    long base = (long)(intptr_t)arg;
+
+    ok &= ASYNC_init_thread(16, 4);
+    for (round = 0; round < 200; round++) {
+        for (i = 0; i < 16; i++) {
+            int v = (int)base + i;
+            jobs[i] = NULL;
+            ok &= ASYNC_start_job(&jobs[i], ctx, &ret, thread_job, &v, sizeof(v)) == ASYNC_PAUSE;
+        }
+        for (i = 0; i < 16; i++)
+            ok &= ASYNC_start_job(&jobs[i], ctx, &ret, NULL, NULL, 0) == ASYNC_PAUSE;
+        for (i = 15; i >= 0; i--)
+            ok &= ASYNC_start_job(&jobs[i], ctx, &ret, NULL, NULL, 0) == ASYNC_FINISH
+                  && ret == 2 * ((int)base + i) && jobs[i] == NULL;
+    }
+    ASYNC_cleanup_thread();
+    ASYNC_WAIT_CTX_free(ctx);
+    return ok ? arg : NULL;
+}
+
+static void test_threads(void)
+{
+    pthread_t t[4];
+    void *res;
+    long i;
+
+    for (i = 0; i < 4; i++)
+        CHECK_EQ(pthread_create(&t[i], NULL, thread_main, (void *)(intptr_t)(1000 * (i + 1))), 0);
+    for (i = 0; i < 4; i++) {
+        CHECK_EQ(pthread_join(t[i], &res), 0);
+        CHECK(res == (void *)(intptr_t)(1000 * (i + 1)));
+    }
+}
+
 int main(void)
 {
     test_outside();
@@ -622,5 +672,6 @@ int main(void)
     test_wait_ctx_fds();
     test_callback_status();
     test_get_wait_ctx_finished();
+    test_threads();
     return t_report("api");
 }

@@ -279,6 +279,33 @@ static void test_free_while_paused(void)
     CHECK(cleanup_saw == c);
 }
 
+/* A cleanup that calls back into the context being freed (OpenSSL: reads a half-freed context). */
+static int reentry_get, reentry_set, reentry_runs;
+static void reentrant_cleanup(ASYNC_WAIT_CTX *c, const void *k, OSSL_ASYNC_FD fd, void *d)
+{
+    size_t n = 5;
+    (void)k;
+    (void)fd;
+    (void)d;
+    reentry_runs++;
+    reentry_get = ASYNC_WAIT_CTX_get_all_fds(c, NULL, &n) + (n != 5);
+    reentry_set = ASYNC_WAIT_CTX_set_wait_fd(c, &k2, 9, NULL, reentrant_cleanup);
+    ASYNC_WAIT_CTX_free(c); /* a second free from inside: ignored */
+}
+
+static void test_cleanup_reentry(void)
+{
+    ASYNC_WAIT_CTX *c = ASYNC_WAIT_CTX_new();
+
+    reentry_runs = 0;
+    CHECK_EQ(ASYNC_WAIT_CTX_set_wait_fd(c, &k1, 7, NULL, reentrant_cleanup), 1);
+    CHECK_EQ(ASYNC_WAIT_CTX_set_wait_fd(c, &k2, 8, NULL, reentrant_cleanup), 1);
+    ASYNC_WAIT_CTX_free(c);
+    CHECK_EQ(reentry_runs, 2);
+    CHECK_EQ(reentry_get, 0);
+    CHECK_EQ(reentry_set, 0);
+}
+
 static void test_resume_after_cleanup_thread(void)
 {
     ASYNC_JOB *job = NULL, *j2 = NULL;
@@ -369,6 +396,7 @@ int main(void)
     test_null_ret_job_func();
     test_null_ctx_functions();
     test_free_while_paused();
+    test_cleanup_reentry();
     test_resume_after_cleanup_thread();
     test_pool_size_limits();
     test_cross_thread();
