@@ -23,8 +23,10 @@
  *   switch returns to), d8-d15 (the low 64 bits of v8-v15; the upper halves are caller-saved), and sp
  *   itself through the fiber struct. Everything else is caller-saved, so a call to the switch
  *   clobbers it anyway. x18 (the platform register) is left alone: it belongs to the thread.
- *   FPCR/FPSR are not switched: AAPCS64 treats the floating-point mode as thread state, and a fiber
- *   runs with whatever mode its thread has.
+ *   FPCR/FPSR are not switched (writing FPCR is slow on several cores): a fiber resumes with the
+ *   floating-point mode that is current at the switch. AAPCS64 requires a function that changes the
+ *   FPCR mode fields to restore them before returning, so only a job that pauses in the middle of such
+ *   a change can notice; the x86_64 backend, by contrast, does carry MXCSR with each fiber.
  *
  * Saved frame of a suspended context (addresses grow upwards; sp = the saved stack pointer):
  *
