@@ -358,3 +358,26 @@ pub fn run_on_new_thread<B: Backend>(steps: &[Step]) -> Trace {
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_first_appearance_and_survive_only_what_is_kept() {
+        let mut ids = Ids::default();
+        assert_eq!((ids.id(0x50), ids.id(0x10), ids.id(0x50)), (0, 1, 0));
+        ids.retain(|a| a == 0x10);
+        assert_eq!(ids.lookup(0x50), None);
+        assert_eq!(ids.id(0x50), 2, "a forgotten address is a new object");
+        assert_eq!(ids.lookup(0x10), Some(1));
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for k in 0..8 {
+            assert_eq!(key_of_addr(key_addr(k)), k);
+        }
+        assert_ne!(callback_value(0, 5), callback_value(1, 5));
+    }
+}

@@ -366,3 +366,71 @@ pub fn first_difference(a: &Trace, b: &Trace) -> Option<(usize, String, String, 
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(events: Vec<Event>) -> StepTrace {
+        StepTrace {
+            step: "s".into(),
+            events,
+        }
+    }
+
+    #[test]
+    fn lines_are_compact_and_distinguish_results() {
+        let t = st(vec![
+            Event::Pause(1),
+            Event::Start {
+                rc: StartRc::Pause,
+                ret: RET_SENTINEL,
+                job: Some(0),
+            },
+            Event::Changed {
+                nadd: 2,
+                ndel: 1,
+                add: vec![11, 10],
+                del: vec![9],
+            },
+            Event::Cleanup {
+                ctx: None,
+                key: 4,
+                fd: 13,
+                data: 4,
+            },
+            Event::Args(Some(vec![0x2a, 0])),
+            Event::Errors(vec![(51, 103)]),
+        ]);
+        assert_eq!(
+            t.line(),
+            "pause=1 PAUSE ret=-1 job=J0 add=2[11,10]/del=1[9] cleanup(-,k4,13,4) args=2a00 err=51:103"
+        );
+        assert_ne!(
+            Event::Args(None).to_string(),
+            Event::Args(Some(Vec::new())).to_string()
+        );
+    }
+
+    #[test]
+    fn first_difference_finds_changed_and_missing_steps() {
+        let a = vec![st(vec![Event::Pause(1)]), st(vec![Event::Clear(1)])];
+        let mut b = a.clone();
+        assert_eq!(first_difference(&a, &b), None);
+        b[1] = st(vec![Event::Clear(0)]);
+        let d = first_difference(&a, &b).expect("differs");
+        assert_eq!((d.0, d.2.as_str(), d.3.as_str()), (1, "clear=1", "clear=0"));
+        b.truncate(1);
+        assert_eq!(
+            first_difference(&a, &b).map(|d| (d.0, d.3)),
+            Some((1, "(no such step)".to_string()))
+        );
+    }
+
+    #[test]
+    fn scripts_that_pause_or_use_their_ctx_need_one() {
+        assert!(Script::new(0, [Action::Pause]).needs_wait_ctx());
+        assert!(Script::new(0, [Action::Ctx(CtxOp::AllFds)]).needs_wait_ctx());
+        assert!(!Script::new(0, [Action::CurrentJob, Action::Block]).needs_wait_ctx());
+    }
+}

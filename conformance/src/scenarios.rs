@@ -1013,3 +1013,32 @@ pub fn all() -> Vec<Scenario> {
     ));
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_skip_by_version() {
+        let g = Gate::Since(0x3060_0000, "older accept");
+        assert!(
+            g.skip_reason(0x3000_0130)
+                .is_some_and(|r| r.contains("3.6.0"))
+        );
+        assert_eq!(g.skip_reason(0x3060_0030), None);
+        assert_eq!(Gate::Always.skip_reason(0), None);
+        assert!(Gate::NotInRust("x").skip_reason(0x3060_0030).is_some());
+    }
+
+    #[test]
+    fn every_step_has_an_expectation_slot() {
+        for s in all() {
+            assert_eq!(s.steps.len(), s.expect.len(), "{}", s.name);
+            assert!(
+                s.expect.iter().flatten().count() > 0,
+                "{} checks nothing",
+                s.name
+            );
+        }
+    }
+}
