@@ -30,3 +30,20 @@ for pair in pause_resume:15 start_finish:10 start_finish_a16:10; do
   awk -v k="$k" -v o="$o" -v a="$a" -v t="${pair##*:}" \
     'BEGIN { printf "%-18s %12.2f %12.2f %7.1fx %7sx\n", k, o, a, o / a, t }'
 done
+
+# Instructions per operation under callgrind: independent of machine load, so comparable between runs.
+if command -v valgrind >/dev/null; then
+  echo
+  per_op() {  # per_op <binary> <case>: instructions of 700k extra operations / 700k
+    local a b
+    a=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" 100000 "$2" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,)
+    b=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" 200000 "$2" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,)
+    echo $(( (b - a) / 700000 ))
+  }
+  printf '%-18s %12s %12s %8s\n' "instructions/op" openssl asyncjob ratio
+  for k in pr:pause_resume sf:start_finish sa:start_finish_a16; do
+    o=$(per_op "$work/bench-openssl" "${k%%:*}")
+    a=$(per_op "$work/bench-asyncjob" "${k%%:*}")
+    awk -v k="${k##*:}" -v o="$o" -v a="$a" 'BEGIN { printf "%-18s %12d %12d %7.1fx\n", k, o, a, o / a }'
+  done
+fi
