@@ -170,6 +170,7 @@ where
 }
 
 /// Resumes the job paused on this thread under `id` (`ASYNC_start_job` with `*job != NULL`).
+#[inline]
 pub(crate) fn resume(id: usize) -> Outcome {
     STATE
         .try_with(|st| {
