@@ -48,7 +48,7 @@ vg() {
   fi
 }
 cflags=(-std=gnu11 -O1 -g -Wall -Wextra -Werror -I asyncjob-capi/include -I "$src")
-link=(-L "$lib" -lasyncjob -Wl,-rpath,"$lib" -lpthread)
+link=(-L "$lib" -lasyncjob "-Wl,-rpath,$lib" -lpthread)
 for t in example api deviations memfns; do
   cc "${cflags[@]}" -o "$work/$t" "$src/$t.c" "${link[@]}"
 done

@@ -58,7 +58,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2> "$work/req.err" \
   || { cat "$work/req.err"; fail "openssl req"; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# The server answers once the client's line arrived, then keeps the connection open briefly.
+# The server answers once the client's line arrived, then keeps the connection open briefly. Each
+# feeder watches the output of the program it feeds, on purpose.
+# shellcheck disable=SC2094
 (
   for _ in $(seq 100); do
     grep -q hello-from-client "$work/server.out" 2>/dev/null && break
@@ -74,6 +76,7 @@ for _ in $(seq 100); do
   grep -q ACCEPT "$work/server.out" 2>/dev/null && break
   sleep 0.1
 done
+# shellcheck disable=SC2094
 (
   echo hello-from-client
   for _ in $(seq 100); do
