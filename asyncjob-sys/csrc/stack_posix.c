@@ -1,21 +1,41 @@
 /*
  * Fiber stacks and the stack-overflow reporter for POSIX systems.
  *
- * A stack is one anonymous private mapping: a guard page at the bottom, then the usable pages. The
- * mapping is MAP_NORESERVE (where it exists) and is never touched here, so memory is committed only
- * as the fiber really uses it.
+ * Stacks are carved from slabs. A slab is one anonymous private mapping (MAP_NORESERVE where it
+ * exists, MAP_STACK, no transparent huge pages) holding up to 64 slots of one size class; a slot is a
+ * guard page followed by the usable pages, so every stack has its own guard right below it (and the
+ * next slot's guard right above it). Nothing here touches the usable pages, so memory is committed
+ * only as the fiber really uses it. Compared with one mapping per stack this saves the mmap and,
+ * where the guards can be installed for a whole slab at once, the guard syscall of every fresh stack:
+ * a fresh stack then costs only the page fault of its first use.
+ *
+ * For a slot, asyncjob_stack.mapping is the slot's start (its guard page) and mapping_size is the
+ * slot's size (guard page + usable bytes), not the slab's mapping, which is never handed out.
  *
  * The guard page, in order of preference:
  *   1. Linux >= 6.13: madvise(MADV_GUARD_INSTALL). The guard is a page-table marker, not a separate
- *      mapping, so adjacent stacks merge into one VMA and a million guarded stacks fit under the
- *      default vm.max_map_count (65530). Checked once per process to really fault (emulators such
- *      as qemu-user accept unknown advice and do nothing).
- *   2. mprotect(PROT_NONE) on the first page (elsewhere, or on older kernels). That splits the VMA, so
- *      each stack costs two map entries; near the map-count limit mprotect fails with ENOMEM.
- *   3. Fallback when neither works: the mapping is released and ENOMEM is returned. A stack without
- *      a guard page is never handed out, so an overflow can never run silently into other memory.
+ *      mapping, so a slab stays one VMA (adjacent slabs even merge) and a million guarded stacks fit
+ *      under the default vm.max_map_count (65530). Checked once per process to really fault (emulators
+ *      such as qemu-user accept unknown advice and do nothing). When process_madvise() accepts the
+ *      same advice for our own process (also checked once, by effect), a new slab gets all its guards
+ *      in one call; otherwise each slot gets its guard when it is first handed out.
+ *   2. mprotect(PROT_NONE) of the slot's first page when it is first handed out (elsewhere, or on older
+ *      kernels). That splits the slab's VMA, so each stack in use costs two map entries, as before;
+ *      near the map-count limit mprotect fails with ENOMEM.
+ *   3. Fallback when neither works: ENOMEM. A stack without a guard page is never handed out, so an
+ *      overflow can never run silently into other memory.
+ * A guard stays installed while its slot is free, so a recycled slot costs no syscall at all.
+ * On Linux the environment variable ASYNCJOB_STACK_GUARD, read once, narrows the choice: "mprotect"
+ * skips 1., "madvise" skips the process_madvise() batching (for seccomp filters that kill on it).
  *
- * Overflow reporting: every stack made here is recorded in a lock-free table keyed by its guard page.
+ * Freeing a stack gives its pages back to the kernel at once (MADV_DONTNEED on Linux; MADV_FREE
+ * elsewhere, which the kernel reclaims under memory pressure) and puts the slot on its slab's free
+ * list. A slab whose slots are all free is unmapped, except one such slab per size class, which is
+ * kept so that a pool repeatedly creating and dropping a few jobs does not map and unmap a slab each
+ * time. The slab bookkeeping sits behind one mutex: creating and dropping stacks is not the hot path
+ * (jobs reuse their stacks through the per-thread pools).
+ *
+ * Overflow reporting: every stack handed out is recorded in a lock-free table keyed by its guard page.
  * The first allocation installs a SIGSEGV/SIGBUS handler (SA_SIGINFO | SA_ONSTACK), chained to the
  * handler that was there before. A fault whose address lies in one of our guard pages prints
  *   asyncjob: stack overflow in a fiber: the job used more than its N-byte stack (guard page hit at 0x...)
@@ -40,6 +60,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__linux__)
+#  include <sys/syscall.h>
+#  include <sys/uio.h>
+#endif
 
 #include "internal.h"
 
@@ -54,6 +78,12 @@
 #endif
 #if defined(__linux__) && !defined(MADV_GUARD_INSTALL)
 #  define MADV_GUARD_INSTALL 102
+#endif
+#if defined(__linux__) && !defined(SYS_process_madvise) && (defined(__x86_64__) || defined(__aarch64__))
+#  define SYS_process_madvise 440
+#endif
+#if defined(__linux__) && !defined(SYS_pidfd_open) && (defined(__x86_64__) || defined(__aarch64__))
+#  define SYS_pidfd_open 434
 #endif
 
 /* ---- Page size ------------------------------------------------------------------------------------- */
@@ -217,31 +247,93 @@ static void on_fault(int sig, siginfo_t *info, void *context) {
  */
 static int madvise_guard_works;
 
-static void probe_madvise_guard(void) {
+/*
+ * How a whole slab gets its guards in one process_madvise() call (Linux >= 6.13 accepts any advice
+ * for the caller's own process): BATCH_NONE (one madvise per slot instead), BATCH_SELF (the
+ * PIDFD_SELF_THREAD_GROUP sentinel, Linux >= 6.15) or BATCH_PIDFD (a pidfd opened for the call).
+ */
+enum { BATCH_NONE, BATCH_SELF, BATCH_PIDFD };
+static int guard_batch;
+
+#define PIDFD_SELF_PROCESS_SENTINEL (-10001)
+
+static int guard_faults(const char *page) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        return 0;
+    }
+    ssize_t written = write(fds[1], page, 1);
+    int faulted = written < 0 && errno == EFAULT;
+    close(fds[0]);
+    close(fds[1]);
+    return faulted;
+}
+
+/* Installs guards on the `n` pages listed in `iov` with one call; 0 only when all of them took. */
+static int batch_guard_install(int mode, struct iovec *iov, size_t n, size_t ps) {
+#if defined(SYS_process_madvise)
+    int pidfd = PIDFD_SELF_PROCESS_SENTINEL;
+#  if defined(SYS_pidfd_open)
+    if (mode == BATCH_PIDFD) {
+        pidfd = (int)syscall(SYS_pidfd_open, (long)getpid(), 0L);
+        if (pidfd < 0) {
+            return -1;
+        }
+    }
+#  else
+    if (mode == BATCH_PIDFD) {
+        return -1;
+    }
+#  endif
+    long done = syscall(SYS_process_madvise, (long)pidfd, iov, (unsigned long)n, (long)MADV_GUARD_INSTALL, 0L);
+    if (mode == BATCH_PIDFD) {
+        close(pidfd);
+    }
+    return done >= 0 && (size_t)done == n * ps ? 0 : -1;
+#else
+    (void)mode;
+    (void)iov;
+    (void)n;
+    (void)ps;
+    return -1;
+#endif
+}
+
+static void probe_madvise_guard(int allow_batch) {
     size_t ps = asyncjob_page_size();
-    char *mem = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *mem = mmap(NULL, 4 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem == MAP_FAILED) {
         return;
     }
-    int fds[2];
-    if (madvise(mem, ps, MADV_GUARD_INSTALL) == 0 && pipe(fds) == 0) {
-        ssize_t written = write(fds[1], mem, 1);
-        if (written < 0 && errno == EFAULT) {
-            madvise_guard_works = 1;
+    if (madvise(mem, ps, MADV_GUARD_INSTALL) == 0 && guard_faults(mem)) {
+        madvise_guard_works = 1;
+        /* Batched guards are trusted only when both listed pages fault and the page between does not. */
+        for (int mode = BATCH_SELF; allow_batch && mode <= BATCH_PIDFD && guard_batch == BATCH_NONE; mode++) {
+            struct iovec iov[2] = {{mem + ps, ps}, {mem + 3 * ps, ps}};
+            if (batch_guard_install(mode, iov, 2, ps) == 0 && guard_faults(mem + ps) && guard_faults(mem + 3 * ps) &&
+                !guard_faults(mem + 2 * ps)) {
+                guard_batch = mode;
+            }
         }
-        close(fds[0]);
-        close(fds[1]);
     }
-    munmap(mem, 2 * ps);
+    munmap(mem, 4 * ps);
 }
 #endif
 
 static pthread_once_t reporter_once = PTHREAD_ONCE_INIT;
 
+static void slabs_init(void);
+
 static void reporter_init(void) {
 #if defined(__linux__)
-    probe_madvise_guard();
+    /* ASYNCJOB_STACK_GUARD=mprotect or =madvise restricts the choice (to test the fallbacks, or where a
+       seccomp filter forbids process_madvise/pidfd_open). */
+    const char *only = getenv("ASYNCJOB_STACK_GUARD");
+    if (only == NULL || strcmp(only, "mprotect") != 0) {
+        probe_madvise_guard(only == NULL || strcmp(only, "madvise") != 0);
+    }
 #endif
+    slabs_init();
     void *table = mmap(NULL, REG_SLOTS * sizeof(struct reg_slot), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (table == MAP_FAILED) {
@@ -313,6 +405,328 @@ void asyncjob__thread_unprepare(void) {
     own_altstack_size = 0;
 }
 
+/* ---- Slabs --------------------------------------------------------------------------------------- */
+
+#define SLAB_SLOTS_MAX 64u
+/* Slots per slab shrink for big stacks so that one slab reserves about this much address space. */
+#define SLAB_SPAN_TARGET ((size_t)32 << 20)
+/* Fully free slabs kept per size class (more are unmapped at once). */
+#define SLAB_KEEP_EMPTY 1u
+
+struct slab_class;
+
+struct slab {
+    char *base;              /* start of the mapping: slot i starts at base + i * class slot size */
+    size_t span;             /* size of the mapping */
+    struct slab_class *cls;
+    struct slab *prev, *next; /* in cls->avail while the slab has a free slot */
+    uint64_t free;           /* bit i: slot i is not handed out */
+    uint64_t guarded;        /* bit i: slot i's guard page is installed */
+    uint64_t mprotected;     /* bit i: ... by mprotect (else by MADV_GUARD_INSTALL) */
+    unsigned nslots;
+    int listed;              /* in cls->avail */
+};
+
+struct slab_class {
+    size_t slot_size;        /* guard page + usable bytes */
+    unsigned nslots;         /* slots of a new slab */
+    unsigned empty;          /* slabs of this class with every slot free */
+    struct slab *avail;      /* slabs with a free slot; fully free ones at the end */
+    struct slab *avail_tail;
+    struct slab_class *next;
+};
+
+/* Bookkeeping records (slabs and classes) come from pages mapped here, never from malloc. */
+union slab_record {
+    struct slab slab;
+    struct slab_class cls;
+    union slab_record *next_free;
+};
+
+static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct slab_class *classes;
+static union slab_record *free_records;
+/* Every slab, sorted by base address (descending), to find the slab of a stack being freed. */
+static struct slab **slab_index;
+static size_t slab_count;
+static size_t slab_index_cap;
+
+static void slab_lock_acquire(void) { pthread_mutex_lock(&slab_lock); }
+static void slab_lock_release(void) { pthread_mutex_unlock(&slab_lock); }
+
+static void slabs_init(void) {
+    /* A child forked while another thread held the lock would otherwise never get it. */
+    pthread_atfork(slab_lock_acquire, slab_lock_release, slab_lock_release);
+}
+
+static uint64_t slab_all(unsigned nslots) {
+    return nslots >= 64u ? ~(uint64_t)0 : ((uint64_t)1 << nslots) - 1u;
+}
+
+static unsigned lowest_bit(uint64_t v) {
+#if defined(__GNUC__) || defined(__clang__)
+    return (unsigned)__builtin_ctzll((unsigned long long)v);
+#else
+    unsigned i = 0;
+    while ((v & 1u) == 0) {
+        v >>= 1;
+        i++;
+    }
+    return i;
+#endif
+}
+
+static union slab_record *record_alloc(void) {
+    if (free_records == NULL) {
+        size_t ps = asyncjob_page_size();
+        char *page = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) {
+            return NULL;
+        }
+        for (size_t off = 0; off + sizeof(union slab_record) <= ps; off += sizeof(union slab_record)) {
+            union slab_record *r = (union slab_record *)(void *)(page + off);
+            r->next_free = free_records;
+            free_records = r;
+        }
+    }
+    union slab_record *r = free_records;
+    free_records = r->next_free;
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static void record_free(union slab_record *r) {
+    r->next_free = free_records;
+    free_records = r;
+}
+
+/*
+ * Position of the first slab whose base is at or below `addr`. The index runs from high to low
+ * addresses because mmap hands out addresses top-down, so new slabs usually go at the end.
+ */
+static size_t index_lower(const char *addr) {
+    size_t lo = 0, hi = slab_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)slab_index[mid]->base > (uintptr_t)addr) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static int index_insert(struct slab *s) {
+    if (slab_count == slab_index_cap) {
+        size_t ps = asyncjob_page_size();
+        size_t cap = slab_index_cap == 0 ? ps / sizeof *slab_index : 2 * slab_index_cap;
+        struct slab **grown = mmap(NULL, cap * sizeof *grown, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (grown == MAP_FAILED) {
+            return -1;
+        }
+        if (slab_index != NULL) {
+            memcpy(grown, slab_index, slab_count * sizeof *grown);
+            munmap(slab_index, slab_index_cap * sizeof *slab_index);
+        }
+        slab_index = grown;
+        slab_index_cap = cap;
+    }
+    size_t at = index_lower(s->base);
+    memmove(slab_index + at + 1, slab_index + at, (slab_count - at) * sizeof *slab_index);
+    slab_index[at] = s;
+    slab_count++;
+    return 0;
+}
+
+static void index_remove(struct slab *s) {
+    size_t at = index_lower(s->base);
+    if (at < slab_count && slab_index[at] == s) {
+        memmove(slab_index + at, slab_index + at + 1, (slab_count - at - 1) * sizeof *slab_index);
+        slab_count--;
+    }
+}
+
+/* The slab whose mapping contains `addr`, or NULL. */
+static struct slab *slab_containing(const char *addr) {
+    size_t at = index_lower(addr);
+    if (at == slab_count) {
+        return NULL;
+    }
+    struct slab *s = slab_index[at];
+    return (uintptr_t)addr - (uintptr_t)s->base < s->span ? s : NULL;
+}
+
+static void avail_unlink(struct slab *s) {
+    if (!s->listed) {
+        return;
+    }
+    struct slab_class *c = s->cls;
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    } else {
+        c->avail = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    } else {
+        c->avail_tail = s->prev;
+    }
+    s->prev = s->next = NULL;
+    s->listed = 0;
+}
+
+static void avail_push_front(struct slab *s) {
+    struct slab_class *c = s->cls;
+    s->prev = NULL;
+    s->next = c->avail;
+    if (c->avail != NULL) {
+        c->avail->prev = s;
+    } else {
+        c->avail_tail = s;
+    }
+    c->avail = s;
+    s->listed = 1;
+}
+
+static void avail_push_back(struct slab *s) {
+    struct slab_class *c = s->cls;
+    s->next = NULL;
+    s->prev = c->avail_tail;
+    if (c->avail_tail != NULL) {
+        c->avail_tail->next = s;
+    } else {
+        c->avail = s;
+    }
+    c->avail_tail = s;
+    s->listed = 1;
+}
+
+static struct slab_class *class_for(size_t slot_size) {
+    for (struct slab_class *c = classes; c != NULL; c = c->next) {
+        if (c->slot_size == slot_size) {
+            return c;
+        }
+    }
+    union slab_record *r = record_alloc();
+    if (r == NULL) {
+        return NULL;
+    }
+    struct slab_class *c = &r->cls;
+    c->slot_size = slot_size;
+    size_t fit = SLAB_SPAN_TARGET / slot_size;
+    c->nslots = fit == 0 ? 1u : fit > SLAB_SLOTS_MAX ? SLAB_SLOTS_MAX : (unsigned)fit;
+    c->next = classes;
+    classes = c;
+    return c;
+}
+
+/*
+ * Takes a fully free slab out of the bookkeeping if its class already keeps enough of them; the
+ * caller unmaps what this returns (base, span) once the lock is released. Returns 0 when kept.
+ */
+static int slab_retire_if_surplus(struct slab *s, char **base, size_t *span) {
+    struct slab_class *c = s->cls;
+    if (s->free != slab_all(s->nslots) || c->empty <= SLAB_KEEP_EMPTY) {
+        return 0;
+    }
+    c->empty--;
+    avail_unlink(s);
+    index_remove(s);
+    *base = s->base;
+    *span = s->span;
+    record_free((union slab_record *)(void *)s);
+    return 1;
+}
+
+static struct slab *slab_create(struct slab_class *c, int *err) {
+    size_t ps = asyncjob_page_size();
+    unsigned nslots = c->nslots;
+    size_t span = (size_t)nslots * c->slot_size;
+    void *mem = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (mem == MAP_FAILED && nslots > 1) {
+        /* Short of address space (RLIMIT_AS, a 32-bit process): a single slot may still fit. */
+        nslots = 1;
+        span = c->slot_size;
+        mem = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    }
+    if (mem == MAP_FAILED) {
+        *err = errno != 0 ? errno : ENOMEM;
+        return NULL;
+    }
+#if defined(MADV_NOHUGEPAGE)
+    /* A huge page would make the first touch of a stack cost 2 MiB (Linux >= 6.7 already does this for
+       MAP_STACK). */
+    (void)madvise(mem, span, MADV_NOHUGEPAGE);
+#endif
+    union slab_record *r = record_alloc();
+    if (r == NULL) {
+        munmap(mem, span);
+        *err = ENOMEM;
+        return NULL;
+    }
+    struct slab *s = &r->slab;
+    s->base = mem;
+    s->span = span;
+    s->cls = c;
+    s->nslots = nslots;
+    s->free = slab_all(nslots);
+    if (index_insert(s) != 0) {
+        record_free(r);
+        munmap(mem, span);
+        *err = ENOMEM;
+        return NULL;
+    }
+#if defined(__linux__)
+    if (madvise_guard_works && guard_batch != BATCH_NONE) {
+        struct iovec iov[SLAB_SLOTS_MAX];
+        for (unsigned i = 0; i < nslots; i++) {
+            iov[i].iov_base = s->base + (size_t)i * c->slot_size;
+            iov[i].iov_len = ps;
+        }
+        if (batch_guard_install(guard_batch, iov, nslots, ps) == 0) {
+            s->guarded = s->free;
+        }
+        /* Otherwise (a partial success included) each slot gets its guard when handed out;
+           installing a guard twice is harmless. */
+    }
+#else
+    (void)ps;
+#endif
+    c->empty++;
+    avail_push_front(s);
+    return s;
+}
+
+/* Installs the guard page of one slot: MADV_GUARD_INSTALL, else mprotect, else none. */
+static asyncjob_guard_kind guard_install(char *slot, size_t ps) {
+#if defined(__linux__)
+    if (madvise_guard_works && madvise(slot, ps, MADV_GUARD_INSTALL) == 0) {
+        return ASYNCJOB_GUARD_MADVISE;
+    }
+#endif
+    if (mprotect(slot, ps, PROT_NONE) == 0) {
+        return ASYNCJOB_GUARD_MPROTECT;
+    }
+    return ASYNCJOB_GUARD_NONE;
+}
+
+/* Gives the pages of a freed stack back to the kernel. */
+static void release_pages(char *base, size_t size) {
+#if defined(__linux__)
+    (void)madvise(base, size, MADV_DONTNEED);
+#elif defined(MADV_FREE)
+    (void)madvise(base, size, MADV_FREE);
+#else
+    (void)posix_madvise(base, size, POSIX_MADV_DONTNEED);
+#endif
+}
+
+#if defined(ASYNCJOB_ASAN)
+/* Provided by the ASan runtime. */
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#endif
+
 /* ---- Stacks ---------------------------------------------------------------------------------------- */
 
 int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
@@ -326,31 +740,60 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
         return ENOMEM;
     }
     size_t usable = (size + ps - 1) & ~(ps - 1);
-    size_t total = usable + ps;
-    void *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                     -1, 0);
-    if (mem == MAP_FAILED) {
-        return errno != 0 ? errno : ENOMEM;
+    size_t slot_size = usable + ps;
+
+    pthread_mutex_lock(&slab_lock);
+    struct slab_class *c = class_for(slot_size);
+    if (c == NULL) {
+        pthread_mutex_unlock(&slab_lock);
+        return ENOMEM;
     }
-    asyncjob_guard_kind guard = ASYNCJOB_GUARD_NONE;
-#if defined(__linux__)
-    if (madvise_guard_works && madvise(mem, ps, MADV_GUARD_INSTALL) == 0) {
-        guard = ASYNCJOB_GUARD_MADVISE;
-    }
-#endif
-    if (guard == ASYNCJOB_GUARD_NONE) {
-        if (mprotect(mem, ps, PROT_NONE) == 0) {
-            guard = ASYNCJOB_GUARD_MPROTECT;
-        } else {
-            munmap(mem, total);
-            return ENOMEM;
+    struct slab *s = c->avail;
+    if (s == NULL) {
+        int err = ENOMEM;
+        s = slab_create(c, &err);
+        if (s == NULL) {
+            pthread_mutex_unlock(&slab_lock);
+            return err;
         }
     }
-    (void)reg_insert((uintptr_t)mem, usable);
-    out->base = (char *)mem + ps;
+    /* A slot whose guard is already in place costs no syscall. */
+    uint64_t candidates = s->free & s->guarded;
+    unsigned i = lowest_bit(candidates != 0 ? candidates : s->free);
+    uint64_t bit = (uint64_t)1 << i;
+    char *slot = s->base + (size_t)i * slot_size;
+    if ((s->guarded & bit) == 0) {
+        asyncjob_guard_kind kind = guard_install(slot, ps);
+        if (kind == ASYNCJOB_GUARD_NONE) {
+            char *base = NULL;
+            size_t span = 0;
+            int retired = slab_retire_if_surplus(s, &base, &span);
+            pthread_mutex_unlock(&slab_lock);
+            if (retired) {
+                munmap(base, span);
+            }
+            return ENOMEM;
+        }
+        s->guarded |= bit;
+        if (kind == ASYNCJOB_GUARD_MPROTECT) {
+            s->mprotected |= bit;
+        }
+    }
+    asyncjob_guard_kind guard = (s->mprotected & bit) != 0 ? ASYNCJOB_GUARD_MPROTECT : ASYNCJOB_GUARD_MADVISE;
+    if (s->free == slab_all(s->nslots)) {
+        c->empty--;
+    }
+    s->free &= ~bit;
+    if (s->free == 0) {
+        avail_unlink(s);
+    }
+    pthread_mutex_unlock(&slab_lock);
+
+    (void)reg_insert((uintptr_t)slot, usable);
+    out->base = slot + ps;
     out->size = usable;
-    out->mapping = mem;
-    out->mapping_size = total;
+    out->mapping = slot;
+    out->mapping_size = slot_size;
     out->guard = guard;
     return 0;
 }
@@ -359,7 +802,55 @@ void asyncjob_stack_free(asyncjob_stack *stack) {
     if (stack == NULL || stack->mapping == NULL) {
         return;
     }
-    reg_remove((uintptr_t)stack->mapping);
-    munmap(stack->mapping, stack->mapping_size);
+    size_t ps = asyncjob_page_size();
+    char *slot = stack->mapping;
+    size_t slot_size = stack->mapping_size;
+    int valid = stack->base == slot + ps && stack->size + ps == slot_size;
     memset(stack, 0, sizeof *stack);
+
+    /* Anything but a handed-out slot (a stale copy of a freed stack) is left alone. */
+    pthread_mutex_lock(&slab_lock);
+    struct slab *s = valid ? slab_containing(slot) : NULL;
+    unsigned i = 0;
+    if (s != NULL) {
+        size_t off = (size_t)(slot - s->base);
+        i = (unsigned)(off / s->cls->slot_size);
+        if (s->cls->slot_size != slot_size || off % slot_size != 0 || (s->free & ((uint64_t)1 << i)) != 0) {
+            s = NULL;
+        }
+    }
+    pthread_mutex_unlock(&slab_lock);
+    if (s == NULL) {
+        return;
+    }
+    /* The slot is still ours (not on the free list), so its slab cannot go away meanwhile. */
+    reg_remove((uintptr_t)slot);
+#if defined(ASYNCJOB_ASAN)
+    /* Frames of a fiber that never returned leave poisoned redzones; the next stack here starts clean. */
+    __asan_unpoison_memory_region(slot + ps, slot_size - ps);
+#endif
+    release_pages(slot + ps, slot_size - ps);
+
+    pthread_mutex_lock(&slab_lock);
+    struct slab_class *c = s->cls;
+    int was_full = s->free == 0;
+    s->free |= (uint64_t)1 << i;
+    char *base = NULL;
+    size_t span = 0;
+    int retired = 0;
+    if (s->free == slab_all(s->nslots)) {
+        c->empty++;
+        retired = slab_retire_if_surplus(s, &base, &span);
+        if (!retired) {
+            /* Partly used slabs are handed out from first, so that this one can drain. */
+            avail_unlink(s);
+            avail_push_back(s);
+        }
+    } else if (was_full) {
+        avail_push_front(s);
+    }
+    pthread_mutex_unlock(&slab_lock);
+    if (retired) {
+        munmap(base, span);
+    }
 }

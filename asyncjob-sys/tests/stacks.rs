@@ -127,3 +127,212 @@ fn many_guarded_stacks_stay_under_the_map_count() {
     let again = Stack::new(16 * 1024).expect("stack after freeing");
     assert_ne!(again.0.guard, sys::ASYNCJOB_GUARD_NONE);
 }
+
+// ---- Slabs: stacks are slots of shared mappings, recycled with their guard pages ---------------------
+
+/// Runs `test` of this binary alone in a child with CHILD=`test` and `env`; returns (signal, stderr).
+fn run_child(test: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .envs(env.iter().copied())
+        .output()
+        .expect("spawn child");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() || out.status.signal().is_some(),
+        "child failed: {stderr}"
+    );
+    (out.status.signal(), stderr)
+}
+
+const CHILD: &str = "ASYNCJOB_SYS_STACKS_CHILD";
+const SIGABRT: i32 = 6;
+/// The guard choices a test can force with ASYNCJOB_STACK_GUARD (the default, then the fallbacks).
+#[cfg(target_os = "linux")]
+const GUARD_CHOICES: [&str; 3] = ["", "madvise", "mprotect"];
+#[cfg(not(target_os = "linux"))]
+const GUARD_CHOICES: [&str; 1] = [""];
+
+fn in_child(test: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|v| v == test)
+}
+
+fn forced_mprotect() -> bool {
+    std::env::var("ASYNCJOB_STACK_GUARD").is_ok_and(|v| v == "mprotect")
+}
+
+#[test]
+fn a_freed_slot_is_reused_without_its_old_contents() {
+    // A size no other test of this binary uses, so that its slots are this test's alone.
+    let request = 40 * 1024 + 1;
+    let first = Stack::new(request).expect("stack");
+    let (slot, guard) = (first.0.mapping as usize, first.0.guard);
+    first.fill(0, first.0.size, 0xa5);
+    drop(first);
+    let again = Stack::new(request).expect("stack again");
+    assert_eq!(
+        again.0.mapping as usize, slot,
+        "the freed slot is handed out again"
+    );
+    assert_eq!(again.0.guard, guard, "its guard stayed in place");
+    assert_eq!(again.0.base as usize, slot + page_size());
+    // Linux drops the pages at once (MADV_DONTNEED); elsewhere MADV_FREE may keep them until memory
+    // is short, which is also fine for a stack.
+    #[cfg(target_os = "linux")]
+    for offset in (0..again.0.size).step_by(page_size() / 2) {
+        assert_eq!(again.read(offset), 0, "byte {offset} survived the free");
+    }
+}
+
+#[test]
+fn live_stacks_never_overlap_across_threads() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 50;
+    const HELD: usize = 20;
+    let request = 12 * 1024;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let tag = t as u8 + 1;
+                let mut spans = Vec::new();
+                for round in 0..ROUNDS {
+                    let stacks: Vec<Stack> = (0..HELD)
+                        .map(|_| Stack::new(request).expect("stack"))
+                        .collect();
+                    for s in &stacks {
+                        assert_ne!(s.0.guard, sys::ASYNCJOB_GUARD_NONE);
+                        s.fill(0, s.0.size, tag);
+                    }
+                    // Every thread holds its stacks now: one handed to two threads at once would
+                    // carry the other thread's tag.
+                    barrier.wait();
+                    for s in &stacks {
+                        assert_eq!(s.read(0), tag);
+                        assert_eq!(s.read(s.0.size - 1), tag);
+                    }
+                    if round == 0 {
+                        spans = stacks
+                            .iter()
+                            .map(|s| (s.0.mapping as usize, s.0.mapping_size))
+                            .collect();
+                    }
+                    barrier.wait();
+                }
+                spans
+            })
+        })
+        .collect();
+    // The first round's stacks were all alive at the same time.
+    let mut spans: Vec<(usize, usize)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    assert_eq!(spans.len(), THREADS * HELD);
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].0 + pair[0].1 <= pair[1].0,
+            "slots overlap: {pair:?}"
+        );
+    }
+}
+
+#[test]
+fn a_recycled_slot_still_reports_an_overflow() {
+    const NAME: &str = "a_recycled_slot_still_reports_an_overflow";
+    const REQUEST: usize = 32 * 1024;
+    if in_child(NAME) {
+        let first = Stack::new(REQUEST).expect("stack");
+        let slot = first.0.mapping;
+        drop(first);
+        let again = Stack::new(REQUEST).expect("stack again");
+        assert_eq!(again.0.mapping, slot);
+        let expected = if forced_mprotect() {
+            sys::ASYNCJOB_GUARD_MPROTECT
+        } else {
+            again.0.guard
+        };
+        assert_eq!(again.0.guard, expected);
+        again.poke_guard();
+        eprintln!("child survived the guard page");
+        return;
+    }
+    for choice in GUARD_CHOICES {
+        let (signal, stderr) = run_child(NAME, &[("ASYNCJOB_STACK_GUARD", choice)]);
+        assert_eq!(signal, Some(SIGABRT), "[{choice}] stderr: {stderr}");
+        let expected = format!(
+            "asyncjob: stack overflow in a fiber: the job used more than its {REQUEST}-byte stack"
+        );
+        assert!(stderr.contains(&expected), "[{choice}] stderr: {stderr}");
+        assert!(!stderr.contains("child survived"), "[{choice}] {stderr}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn vm_size() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))
+        .expect("VmSize line");
+    let kb: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmSize value");
+    kb * 1024
+}
+
+/// A burst of stacks is unmapped once freed (one empty slab per size is kept), whichever guard is in
+/// use; mprotect guards split the slab, one more pair of map entries per stack in use.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_burst_of_stacks_is_given_back_when_freed() {
+    const NAME: &str = "a_burst_of_stacks_is_given_back_when_freed";
+    if in_child(NAME) {
+        const COUNT: usize = 300;
+        let request = 60 * 1024;
+        let slot = request + page_size();
+        drop(Stack::new(4096).expect("stack"));
+        let (vm0, maps0) = (vm_size(), map_count());
+        let stacks: Vec<Stack> = (0..COUNT)
+            .map(|_| Stack::new(request).expect("stack"))
+            .collect();
+        let (vm1, maps1) = (vm_size(), map_count());
+        let mprotect = forced_mprotect();
+        for s in &stacks {
+            let want = if mprotect {
+                sys::ASYNCJOB_GUARD_MPROTECT
+            } else {
+                sys::ASYNCJOB_GUARD_MADVISE
+            };
+            assert_eq!(s.0.guard, want);
+        }
+        assert!(vm1 >= vm0 + COUNT * slot, "{vm0} -> {vm1}");
+        if mprotect {
+            assert!(maps1 >= maps0 + 2 * COUNT - 10, "{maps0} -> {maps1} maps");
+        } else {
+            assert!(maps1 <= maps0 + 10, "{maps0} -> {maps1} maps");
+        }
+        drop(stacks);
+        let (vm2, maps2) = (vm_size(), map_count());
+        // At most one slab (64 slots) of this size stays reserved.
+        assert!(vm2 <= vm0 + 64 * slot, "{vm0} -> {vm2} after freeing");
+        assert!(
+            maps2 <= maps0 + 2 * 64 + 2,
+            "{maps0} -> {maps2} maps after freeing"
+        );
+        eprintln!("child done");
+        return;
+    }
+    for choice in GUARD_CHOICES {
+        let (signal, stderr) = run_child(NAME, &[("ASYNCJOB_STACK_GUARD", choice)]);
+        assert_eq!(signal, None, "[{choice}] stderr: {stderr}");
+        assert!(stderr.contains("child done"), "[{choice}] stderr: {stderr}");
+    }
+}

@@ -22,6 +22,32 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Writes `byte` to the `len` usable bytes starting `offset` bytes above the stack's base.
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) {
+        assert!(offset <= self.0.size && len <= self.0.size - offset);
+        // SAFETY: the range lies inside the usable part of a live stack that no fiber runs on.
+        unsafe { core::ptr::write_bytes(self.0.base.cast::<u8>().add(offset), byte, len) };
+    }
+
+    /// The usable byte `offset` bytes above the stack's base.
+    pub fn read(&self, offset: usize) -> u8 {
+        assert!(offset < self.0.size);
+        // SAFETY: inside the usable part of a live stack that no fiber runs on; stack memory is
+        // always readable (zero where never written).
+        unsafe { core::ptr::read_volatile(self.0.base.cast::<u8>().add(offset)) }
+    }
+
+    /// Writes to the guard page below the stack: the overflow reporter must end the process.
+    pub fn poke_guard(&self) {
+        let guard = self.0.base.cast::<u8>().wrapping_sub(1);
+        // SAFETY: not memory safe by design: the page is PROT_NONE or a guard marker, so the
+        // write faults before touching anything, and the fault handler aborts the process. Only
+        // called in a child process that exists to die this way.
+        unsafe { core::ptr::write_volatile(guard, 1) };
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: the stack came from asyncjob_stack_alloc and no fiber runs on it any more (a
