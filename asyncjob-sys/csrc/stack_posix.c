@@ -107,10 +107,18 @@ size_t asyncjob_page_size(void) {
  * insertions claim an EMPTY or TOMB slot with a CAS, removals write TOMB. Only the owner of a stack
  * inserts or removes its key, so a key is never in the table twice. The signal handler only reads.
  * The table is reserved once (MAP_NORESERVE); only slots in use cost memory.
+ *
+ * The hash keeps neighbours together so that the table costs a few bytes per stack, not a page: a key's
+ * home is a pseudo-random start for its 1 GiB region plus its page number within the region divided by
+ * 2^g, where 2^g pages is at most the distance between two guards of that stack size (g from 1 to
+ * REG_GRAIN_MAX: every slot is at least two pages). Guards of one slab thus get consecutive homes and
+ * never share one. The size of a stack gives g on removal; the signal handler tries every g.
  */
 #define REG_EMPTY ((uintptr_t)0)
 #define REG_TOMB ((uintptr_t)1)
 #define REG_SLOTS ((size_t)1 << 21)
+#define REG_REGION_PAGES_LOG2 18
+#define REG_GRAIN_MAX 6u
 
 struct reg_slot {
     _Atomic uintptr_t key;
@@ -121,23 +129,37 @@ static struct reg_slot *registry;
 static struct sigaction previous_segv;
 static struct sigaction previous_bus;
 
-static size_t reg_hash(uintptr_t key) {
-    uint64_t h = (uint64_t)key / asyncjob_page_size();
-    h *= 0x9e3779b97f4a7c15ull;
-    return (size_t)(h >> (64 - 21));
+/* The grain of a stack with `size` usable bytes: the largest g with 2^g pages <= its slot. */
+static unsigned reg_grain(size_t size) {
+    size_t pages = size / asyncjob_page_size() + 1;
+    unsigned g = 1;
+    while (g < REG_GRAIN_MAX && ((size_t)2 << g) <= pages) {
+        g++;
+    }
+    return g;
+}
+
+static size_t reg_hash(uintptr_t key, unsigned grain) {
+    uint64_t page = (uint64_t)key / asyncjob_page_size();
+    uint64_t region = page >> REG_REGION_PAGES_LOG2;
+    uint64_t within = page & (((uint64_t)1 << REG_REGION_PAGES_LOG2) - 1u);
+    uint64_t start = (region * 0x9e3779b97f4a7c15ull) >> (64 - 21);
+    return (size_t)(start + (within >> grain)) & (REG_SLOTS - 1);
 }
 
 static int reg_insert(uintptr_t key, size_t size) {
     if (registry == NULL) {
         return -1;
     }
-    size_t i = reg_hash(key);
+    size_t i = reg_hash(key, reg_grain(size));
     for (size_t n = 0; n < REG_SLOTS; n++, i = (i + 1) & (REG_SLOTS - 1)) {
         uintptr_t cur = atomic_load_explicit(&registry[i].key, memory_order_relaxed);
         while (cur == REG_EMPTY || cur == REG_TOMB) {
-            atomic_store_explicit(&registry[i].size, size, memory_order_relaxed);
-            if (atomic_compare_exchange_weak_explicit(&registry[i].key, &cur, key, memory_order_release,
+            if (atomic_compare_exchange_weak_explicit(&registry[i].key, &cur, key, memory_order_relaxed,
                                                       memory_order_relaxed)) {
+                /* Stored after the claim so that a racing insert cannot overwrite it; nobody runs on
+                   the stack before this function returns. */
+                atomic_store_explicit(&registry[i].size, size, memory_order_release);
                 return 0;
             }
         }
@@ -145,12 +167,12 @@ static int reg_insert(uintptr_t key, size_t size) {
     return -1;
 }
 
-static struct reg_slot *reg_find(uintptr_t key) {
+static struct reg_slot *reg_find(uintptr_t key, unsigned grain) {
     /* Page 0 (a NULL dereference) would otherwise match the first empty slot. */
     if (registry == NULL || key == REG_EMPTY || key == REG_TOMB) {
         return NULL;
     }
-    size_t i = reg_hash(key);
+    size_t i = reg_hash(key, grain);
     for (size_t n = 0; n < REG_SLOTS; n++, i = (i + 1) & (REG_SLOTS - 1)) {
         uintptr_t cur = atomic_load_explicit(&registry[i].key, memory_order_acquire);
         if (cur == key) {
@@ -163,8 +185,8 @@ static struct reg_slot *reg_find(uintptr_t key) {
     return NULL;
 }
 
-static void reg_remove(uintptr_t key) {
-    struct reg_slot *slot = reg_find(key);
+static void reg_remove(uintptr_t key, size_t size) {
+    struct reg_slot *slot = reg_find(key, reg_grain(size));
     if (slot != NULL) {
         atomic_store_explicit(&slot->key, REG_TOMB, memory_order_release);
     }
@@ -210,7 +232,10 @@ static size_t append(char *out, size_t at, const char *s) {
 static void on_fault(int sig, siginfo_t *info, void *context) {
     uintptr_t addr = (uintptr_t)info->si_addr;
     uintptr_t page = addr & ~(uintptr_t)(asyncjob_page_size() - 1);
-    struct reg_slot *slot = reg_find(page);
+    struct reg_slot *slot = NULL;
+    for (unsigned grain = 1; grain <= REG_GRAIN_MAX && slot == NULL; grain++) {
+        slot = reg_find(page, grain);
+    }
     if (slot != NULL) {
         char msg[256];
         size_t n = append(msg, 0, "asyncjob: stack overflow in a fiber: the job used more than its ");
@@ -824,7 +849,7 @@ void asyncjob_stack_free(asyncjob_stack *stack) {
         return;
     }
     /* The slot is still ours (not on the free list), so its slab cannot go away meanwhile. */
-    reg_remove((uintptr_t)slot);
+    reg_remove((uintptr_t)slot, slot_size - ps);
 #if defined(ASYNCJOB_ASAN)
     /* Frames of a fiber that never returned leave poisoned redzones; the next stack here starts clean. */
     __asan_unpoison_memory_region(slot + ps, slot_size - ps);

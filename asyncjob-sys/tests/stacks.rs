@@ -336,3 +336,32 @@ fn a_burst_of_stacks_is_given_back_when_freed() {
         assert!(stderr.contains("child done"), "[{choice}] stderr: {stderr}");
     }
 }
+
+/// The overflow reporter finds the guard page of every stack size (its table groups neighbouring
+/// guards by a grain that depends on the size).
+#[test]
+fn every_stack_size_reports_an_overflow() {
+    const NAME: &str = "every_stack_size_reports_an_overflow";
+    const SIZE_VAR: &str = "ASYNCJOB_SYS_STACKS_SIZE";
+    if in_child(NAME) {
+        let size: usize = std::env::var(SIZE_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .expect("size");
+        // Neighbours in the same slab, so that the table holds more than the one key looked up.
+        let stacks: Vec<Stack> = (0..5).map(|_| Stack::new(size).expect("stack")).collect();
+        stacks[2].poke_guard();
+        eprintln!("child survived the guard page");
+        return;
+    }
+    let ps = page_size();
+    for size in [ps, 3 * ps, 60 * 1024, 256 * 1024, 1024 * 1024 + 3] {
+        let (signal, stderr) = run_child(NAME, &[(SIZE_VAR, &size.to_string())]);
+        assert_eq!(signal, Some(SIGABRT), "[{size}] stderr: {stderr}");
+        let usable = size.div_ceil(ps) * ps;
+        let expected = format!(
+            "asyncjob: stack overflow in a fiber: the job used more than its {usable}-byte stack"
+        );
+        assert!(stderr.contains(&expected), "[{size}] stderr: {stderr}");
+    }
+}
