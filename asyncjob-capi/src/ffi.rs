@@ -585,6 +585,14 @@ fn job_body(func: JobFn, args: *const c_void, size: usize) -> impl FnOnce() -> c
     }
 }
 
+/// End a paused C job without unwinding its stack (at thread exit).
+pub(crate) fn discard_c_job(job: asyncjob::Job<c_int>) {
+    // SAFETY: a C job's stack holds the application's C frames (no destructors, nothing pinned) and
+    // `job_body`'s frame, whose only owned value is the args copy: plain bytes on the stack, or a
+    // heap buffer (args over INLINE_ARGS bytes) that is then leaked, as OpenSSL leaks the whole job.
+    unsafe { job.discard() }
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ASYNC_start_job(
     job: *mut *mut c_void,

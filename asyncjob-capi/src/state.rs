@@ -127,6 +127,18 @@ impl Table {
     }
 }
 
+impl Drop for Table {
+    /// At thread exit, the jobs still paused end without unwinding: their stacks hold C frames, and
+    /// C built without unwind tables would abort an unwind. Their stacks go back to the pool, their
+    /// wait contexts are let go (OpenSSL leaks such jobs).
+    fn drop(&mut self) {
+        let recent = self.recent.take();
+        for entry in recent.into_iter().chain(self.rest.drain().map(|(_, e)| e)) {
+            crate::ffi::discard_c_job(entry.job);
+        }
+    }
+}
+
 struct ThreadState {
     /// The wait ctx pointer of the job running on this thread (0 outside a job or without a ctx).
     running_ctx: Cell<usize>,
@@ -134,8 +146,8 @@ struct ThreadState {
 }
 
 thread_local! {
-    // Dropped at thread exit: the jobs still paused are dropped with it, which unwinds them and
-    // returns their stacks (OpenSSL leaks them).
+    // Dropped at thread exit: the jobs still paused are discarded with it (see `Table`'s `Drop`),
+    // which returns their stacks (OpenSSL leaks them).
     static STATE: ThreadState = const {
         ThreadState {
             running_ctx: Cell::new(0),

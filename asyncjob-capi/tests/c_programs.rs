@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// How a test program is linked.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
     /// Our header and `-lasyncjob`.
     AsyncJob,
@@ -20,6 +20,9 @@ enum Link {
     AsyncJobThenCrypto,
     /// Our header and `libasyncjob.a`.
     Static,
+    /// Like `AsyncJob`, with the C code built without unwind tables: jobs left paused at thread exit
+    /// must still end cleanly (they are discarded, never unwound through C frames).
+    AsyncJobNoUnwindTables,
 }
 
 fn manifest_dir() -> PathBuf {
@@ -95,7 +98,10 @@ fn build(name: &str, link: Link) -> PathBuf {
         .arg(&bin)
         .arg(&src);
     match link {
-        Link::AsyncJob => {
+        Link::AsyncJob | Link::AsyncJobNoUnwindTables => {
+            if link == Link::AsyncJobNoUnwindTables {
+                cmd.args(["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]);
+            }
             cmd.arg(format!("-L{}", libdir.display()))
                 .arg("-lasyncjob")
                 .arg(format!("-Wl,-rpath,{}", libdir.display()));
@@ -213,6 +219,11 @@ fn libcrypto_integration_error_queue_libctx_and_cleanup() {
 #[test]
 fn deviations_are_safe() {
     run_checks("deviations", Link::AsyncJob, &[]);
+}
+
+#[test]
+fn deviations_are_safe_in_c_built_without_unwind_tables() {
+    run_checks("deviations", Link::AsyncJobNoUnwindTables, &[]);
 }
 
 #[test]

@@ -232,11 +232,6 @@ impl Fiber {
     /// had.
     pub(crate) fn create(data: JobData) -> Option<Box<Fiber>> {
         let stack = allocate_stack()?;
-        let (base, size) = match &stack {
-            Stack::Default(s) => (s.base.cast::<u8>(), s.size),
-            Stack::Custom(m) => align_custom(m),
-            Stack::Os => (ptr::null_mut::<u8>(), DEFAULT_STACK_SIZE),
-        };
         let fiber = Box::new(Fiber {
             raw: Cell::new(ptr::null_mut()),
             stack,
@@ -246,16 +241,44 @@ impl Fiber {
             cancelling: Cell::new(false),
             data,
         });
-        let arg = (&*fiber as *const Fiber).cast_mut().cast::<c_void>();
-        // SAFETY: the stack range was handed out for this fiber alone and outlives it (the stack is
-        // released only in `Drop`, after the fiber); `arg` is the boxed fiber, whose address is stable
-        // and which outlives the raw fiber for the same reason.
+        fiber.make_context().then_some(fiber)
+    }
+
+    /// (Re)make the fiber's context so that the next switch into it enters `fiber_root` afresh.
+    fn make_context(&self) -> bool {
+        let (base, size) = match &self.stack {
+            Stack::Default(s) => (s.base.cast::<u8>(), s.size),
+            Stack::Custom(m) => align_custom(m),
+            Stack::Os => (ptr::null_mut::<u8>(), DEFAULT_STACK_SIZE),
+        };
+        let arg = (self as *const Fiber).cast_mut().cast::<c_void>();
+        // SAFETY: the stack range was handed out for this fiber alone and outlives its context (the
+        // stack is released only in `Drop`, after the context); `arg` is this boxed fiber, whose
+        // address is stable and which outlives the context for the same reason.
         let raw = unsafe { sys::asyncjob_fiber_create(base.cast(), size, Some(fiber_root), arg) };
-        if raw.is_null() {
-            return None;
+        self.raw.set(raw);
+        self.launch.set(None);
+        self.output.set(ptr::null_mut());
+        self.cancelling.set(false);
+        !raw.is_null()
+    }
+
+    /// Throw away a suspended job's context and make a fresh one on the same stack, without running
+    /// anything that lives on that stack.
+    ///
+    /// # Safety
+    ///
+    /// Nothing on the job's stack may rely on being dropped before its memory is reused: no value
+    /// pinned there, no destructor whose skipping breaks an invariant. Stacks holding only C frames
+    /// and plain data qualify.
+    unsafe fn reset_without_unwinding(&self) -> bool {
+        let raw = self.raw.replace(ptr::null_mut());
+        if !raw.is_null() {
+            // SAFETY: the fiber is suspended, not running; the caller vouches that abandoning the
+            // frames on its stack is sound.
+            unsafe { sys::asyncjob_fiber_free(raw) };
         }
-        fiber.raw.set(raw);
-        Some(fiber)
+        self.make_context()
     }
 
     fn resumer_handle(&self) -> Resumer {
@@ -362,6 +385,39 @@ impl Drop for Fiber {
                 }
             }
             Stack::Os => {}
+        }
+    }
+}
+
+/// Give up a paused job whose stack cannot be unwound (no unwinding in `panic = "abort"` builds, or
+/// the thread's state is gone): its stack is leaked, never reused, so whatever lives on it stays
+/// valid for ever, as `Pin` requires of memory that was never dropped.
+pub(crate) fn leak_suspended(fiber: Box<Fiber>) {
+    std::mem::forget(fiber);
+}
+
+impl<R: 'static> crate::job::Job<R> {
+    /// Free a paused job without unwinding its stack: the job's code never runs again, the
+    /// destructors of what its closure owns do not run, and the job goes back to the pool for reuse.
+    ///
+    /// Dropping a [`Job`](crate::Job) is the safe way to end a paused job; this exists for jobs whose
+    /// stacks hold foreign frames that cannot be unwound, such as the C library's jobs (C code built
+    /// without unwind tables aborts an unwind). OpenSSL has no counterpart: it leaks such jobs.
+    ///
+    /// # Safety
+    ///
+    /// Nothing on the job's stack may rely on being dropped before its memory is reused: no value
+    /// pinned on it (a pinned future, an intrusive list node), no guard whose destructor must run.
+    /// A job whose stack holds only C frames and plain data qualifies.
+    pub unsafe fn discard(mut self) {
+        let Some(fiber) = self.take_fiber() else {
+            return;
+        };
+        // SAFETY: the caller vouches for what lives on the job's stack.
+        if unsafe { fiber.reset_without_unwinding() } {
+            crate::job::release_finished(fiber);
+        } else {
+            leak_suspended(fiber);
         }
     }
 }

@@ -202,12 +202,7 @@ fn settle<R: 'static>(fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
             })
         }
         Exit::Finished(result) => {
-            let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
-            fiber.data.hook_word.set(0);
-            pool::give_back(fiber);
-            // Dropped after the job is back in the pool: this may be the context's last handle, and
-            // its fd cleanups are user code.
-            drop(wait_ctx);
+            release_finished(fiber);
             match result {
                 Ok(r) => Resumed::Finished(r),
                 Err(payload) => panic::resume_unwind(payload),
@@ -268,10 +263,9 @@ fn enter_paused<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer, wake: Wake)
 
 impl<R: 'static> Drop for Job<R> {
     fn drop(&mut self) {
-        let Some(fiber) = self.fiber.take() else {
+        let Some(fiber) = self.take_fiber() else {
             return;
         };
-        fiber::count_outstanding(-1);
         if cfg!(panic = "unwind") {
             if let Some(from) = fiber::running_context() {
                 // The job unwinds to its root and finishes; whatever its closure owned is dropped on
@@ -280,9 +274,32 @@ impl<R: 'static> Drop for Job<R> {
                 return;
             }
         }
-        // No unwinding available: free the stack without running the job's destructors.
-        drop(fiber);
+        // Without unwinding the job's destructors cannot run, so its stack is never reused: leaked.
+        fiber::leak_suspended(fiber);
     }
+}
+
+impl<R: 'static> Job<R> {
+    /// Take the fiber out of a paused handle, which then ends without doing anything.
+    pub(crate) fn take_fiber(&mut self) -> Option<Box<Fiber>> {
+        let fiber = self.fiber.take();
+        if fiber.is_some() {
+            fiber::count_outstanding(-1);
+        }
+        fiber
+    }
+}
+
+/// Return a job that is done (finished, cancelled or discarded) to the pool, letting go of its wait
+/// context.
+#[inline]
+pub(crate) fn release_finished(fiber: Box<Fiber>) {
+    let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+    fiber.data.hook_word.set(0);
+    pool::give_back(fiber);
+    // Dropped after the job is back in the pool: this may be the context's last handle, and its fd
+    // cleanups are user code.
+    drop(wait_ctx);
 }
 
 fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
@@ -295,12 +312,7 @@ fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
         h.leave(token);
     }
     match exit {
-        Exit::Finished(_) => {
-            let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
-            fiber.data.hook_word.set(0);
-            pool::give_back(fiber);
-            drop(wait_ctx);
-        }
+        Exit::Finished(_) => release_finished(fiber),
         Exit::Paused => unreachable!("a cancelled job cannot pause"),
     }
 }

@@ -694,3 +694,52 @@ fn a_paused_job_keeps_its_wait_ctx_alive_and_cleanups_run_when_it_ends() {
         "cleanup ran once the job released the context"
     );
 }
+
+#[test]
+fn discarding_a_paused_job_skips_its_code_and_destructors_and_reuses_its_stack() {
+    asyncjob::init_thread(1, 0).unwrap();
+    let drops = Rc::new(Cell::new(0));
+    let captured = DropCounter(drops.clone());
+    let ran_on = Rc::new(Cell::new(false));
+    let r = ran_on.clone();
+    let ctx = WaitCtx::new();
+    let job = paused(asyncjob::start(Some(&ctx), move || {
+        let _owned = &captured;
+        asyncjob::pause();
+        r.set(true);
+    }));
+    let id = job.id();
+    // SAFETY: the job's stack holds only plain data and a drop counter whose skipped destructor
+    // breaks nothing.
+    unsafe { job.discard() };
+    assert!(!ran_on.get(), "the job's code did not run again");
+    assert_eq!(drops.get(), 0, "nothing on the job's stack was dropped");
+    assert_eq!(
+        Rc::strong_count(&drops),
+        2,
+        "the captured counter was leaked, not freed"
+    );
+    assert_eq!(
+        asyncjob::pool_stats(),
+        Some(PoolStats {
+            max_size: 1,
+            created: 1,
+            idle: 1
+        })
+    );
+    // A pool of one still has its job: the discarded one, ready for reuse.
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    let job = paused(asyncjob::start(None, move || {
+        s.set(asyncjob::current_job());
+        asyncjob::pause();
+        5
+    }));
+    assert_eq!(seen.get(), Some(id));
+    assert_eq!(resume_finished(job), 5);
+    assert_eq!(
+        asyncjob::cleanup_thread(),
+        Ok(()),
+        "no job is outstanding any more"
+    );
+}
