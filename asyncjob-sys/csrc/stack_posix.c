@@ -354,8 +354,15 @@ static void reporter_init(void) {
     /* ASYNCJOB_STACK_GUARD=mprotect or =madvise restricts the choice (to test the fallbacks, or where a
        seccomp filter forbids process_madvise/pidfd_open). */
     const char *only = getenv("ASYNCJOB_STACK_GUARD");
+    int allow_batch = only == NULL || strcmp(only, "madvise") != 0;
+#  if defined(ASYNCJOB_SANITIZERS) && defined(ASYNCJOB_VALGRIND)
+    /* Valgrind does not know process_madvise and pidfd_open: it would warn about each. */
+    if (RUNNING_ON_VALGRIND) {
+        allow_batch = 0;
+    }
+#  endif
     if (only == NULL || strcmp(only, "mprotect") != 0) {
-        probe_madvise_guard(only == NULL || strcmp(only, "madvise") != 0);
+        probe_madvise_guard(allow_batch);
     }
 #endif
     slabs_init();

