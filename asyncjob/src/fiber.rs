@@ -9,8 +9,9 @@
 //! finishes. The fiber reports back with one of two exit codes; the resumer reads the slot only after
 //! control has come back, while the fiber is suspended, so the two never touch it at the same time.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::thread;
@@ -18,6 +19,7 @@ use std::thread;
 use asyncjob_sys as sys;
 
 use crate::job::JobData;
+use crate::pool::Pool;
 use crate::stack::{self, Allocator, DEFAULT_STACK_SIZE, StackMemory};
 
 /// Passed into a suspended fiber by its resumer.
@@ -55,8 +57,9 @@ pub(crate) fn backend_name() -> &'static str {
 pub(crate) struct Resumer(NonNull<sys::asyncjob_fiber>);
 
 /// The per-thread state every job operation touches, kept in one thread-local with a constant
-/// initialiser and no destructor, so that reaching it is a single cheap lookup.
-struct ThreadState {
+/// initialiser and no destructor: each operation reaches it once (inside a shared library every
+/// thread-local lookup is a call), and it stays reachable through the whole of thread teardown.
+pub(crate) struct ThreadState {
     /// The fiber running on this thread, or null on the thread's own context.
     running: Cell<*const Fiber>,
     /// The thread's own context once prepared.
@@ -65,6 +68,11 @@ struct ThreadState {
     pause_blocked: Cell<u32>,
     /// Jobs handed out paused and not yet finished or dropped.
     outstanding: Cell<usize>,
+    /// The thread's job pool. `ManuallyDrop` keeps the thread-local free of a destructor; the pool is
+    /// dropped at thread exit by `PoolOwner` instead.
+    pool: ManuallyDrop<RefCell<Option<Pool>>>,
+    /// Set once `PoolOwner` has run: no new pool may be made, it would never be freed.
+    pool_torn_down: Cell<bool>,
 }
 
 thread_local! {
@@ -74,106 +82,147 @@ thread_local! {
             thread_fiber: Cell::new(None),
             pause_blocked: Cell::new(0),
             outstanding: Cell::new(0),
+            pool: ManuallyDrop::new(RefCell::new(None)),
+            pool_torn_down: Cell::new(false),
         }
     };
+    /// Frees the thread's pool when the thread exits; registered when the first pool is made.
+    static POOL_OWNER: PoolOwner = const { PoolOwner };
 }
 
-/// The context to resume a job from, when no job is running; `Err(None)` when a job is running,
-/// `Err(Some(()))` when the thread cannot be prepared.
+struct PoolOwner;
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        let pool = THREAD.with(|t| {
+            t.pool_torn_down.set(true);
+            t.pool.borrow_mut().take()
+        });
+        drop(pool);
+        release_thread_context();
+    }
+}
+
+/// The calling thread's job state.
 #[inline]
-pub(crate) fn thread_resumer() -> Result<Resumer, Option<()>> {
-    THREAD.with(|t| {
-        if !t.running.get().is_null() {
+pub(crate) fn thread() -> &'static ThreadState {
+    let state: *const ThreadState = THREAD.with(|t| t as *const ThreadState);
+    // SAFETY: THREAD has a constant initialiser and no destructor, so its storage is valid for the
+    // whole life of the thread. The reference cannot outlive the thread: `ThreadState` is not `Sync`
+    // (it is all `Cell`s), so `&ThreadState` is not `Send` and can reach no other thread, and nothing
+    // of this thread runs after it has exited.
+    unsafe { &*state }
+}
+
+impl ThreadState {
+    /// The context to resume a job from, when no job is running; `Err(None)` when a job is running,
+    /// `Err(Some(()))` when the thread cannot be prepared.
+    #[inline]
+    pub(crate) fn resumer(&self) -> Result<Resumer, Option<()>> {
+        if !self.running.get().is_null() {
             return Err(None);
         }
-        match t.thread_fiber.get() {
+        match self.thread_fiber.get() {
             Some(ctx) => Ok(ctx),
-            None => prepare_thread(t).ok_or(Some(())),
+            None => self.prepare().ok_or(Some(())),
         }
-    })
-}
+    }
 
-#[cold]
-fn prepare_thread(t: &ThreadState) -> Option<Resumer> {
-    // SAFETY: prepares the calling thread; idempotent, no other preconditions.
-    let raw = unsafe { sys::asyncjob_thread_fiber() };
-    let ctx = Resumer(NonNull::new(raw)?);
-    t.thread_fiber.set(Some(ctx));
-    Some(ctx)
-}
+    #[cold]
+    fn prepare(&self) -> Option<Resumer> {
+        // SAFETY: prepares the calling thread; idempotent, no other preconditions.
+        let raw = unsafe { sys::asyncjob_thread_fiber() };
+        let ctx = Resumer(NonNull::new(raw)?);
+        self.thread_fiber.set(Some(ctx));
+        Some(ctx)
+    }
 
-/// The context that is running now (the thread's own, or a job's), as a resumer for another fiber.
-pub(crate) fn running_context() -> Option<Resumer> {
-    THREAD.with(|t| {
-        let running = t.running.get();
+    /// The context that is running now (the thread's own, or a job's), as a resumer for another
+    /// fiber.
+    pub(crate) fn running_context(&self) -> Option<Resumer> {
+        let running = self.running.get();
         if running.is_null() {
-            return t.thread_fiber.get().or_else(|| prepare_thread(t));
+            return self.thread_fiber.get().or_else(|| self.prepare());
         }
         // SAFETY: `running` is set only while that fiber runs, and a running fiber cannot be freed:
         // its owner (a `Job` consumed by `resume`, or the pool) is out of reach of the fiber's code.
         Some(unsafe { (*running).resumer_handle() })
-    })
-}
-
-/// Undo the thread preparation (Windows converts the thread back). Called when the thread's job state
-/// is torn down, on the thread's own context.
-pub(crate) fn release_thread_context() {
-    let prepared = THREAD
-        .try_with(|t| t.running.get().is_null() && t.thread_fiber.take().is_some())
-        .unwrap_or(false);
-    if prepared {
-        // SAFETY: we run on the thread's own context (no fiber is running), as the shim requires.
-        unsafe { sys::asyncjob_thread_fiber_release() };
     }
-}
 
-/// Run `f` with the running job's fiber, if any.
-#[inline]
-pub(crate) fn with_running<T>(f: impl FnOnce(Option<&Fiber>) -> T) -> T {
-    let running = THREAD.with(|t| t.running.get());
-    if running.is_null() {
-        return f(None);
+    /// Run `f` with the running job's fiber, if any.
+    #[inline]
+    pub(crate) fn with_running<T>(&self, f: impl FnOnce(Option<&Fiber>) -> T) -> T {
+        let running = self.running.get();
+        if running.is_null() {
+            return f(None);
+        }
+        // SAFETY: see `running_context`: the running fiber outlives any call made on its own stack.
+        f(Some(unsafe { &*running }))
     }
-    // SAFETY: see `running_context`: the running fiber outlives any call made on its own stack.
-    f(Some(unsafe { &*running }))
-}
 
-/// The thread's pause-block depth.
-#[inline]
-pub(crate) fn pause_blocked() -> u32 {
-    THREAD.with(|t| t.pause_blocked.get())
-}
+    /// Whether a job is running on this thread.
+    #[inline]
+    pub(crate) fn in_job(&self) -> bool {
+        !self.running.get().is_null()
+    }
 
-/// Change the pause-block depth if a job is running (block and unblock are ignored outside jobs).
-#[inline]
-pub(crate) fn adjust_pause_block(block: bool) {
-    THREAD.with(|t| {
-        if !t.running.get().is_null() {
-            let depth = t.pause_blocked.get();
-            t.pause_blocked.set(if block {
+    /// The thread's pause-block depth.
+    #[inline]
+    pub(crate) fn pause_blocked(&self) -> u32 {
+        self.pause_blocked.get()
+    }
+
+    /// Change the pause-block depth if a job is running (block and unblock are ignored outside).
+    #[inline]
+    pub(crate) fn adjust_pause_block(&self, block: bool) {
+        if self.in_job() {
+            let depth = self.pause_blocked.get();
+            self.pause_blocked.set(if block {
                 depth.saturating_add(1)
             } else {
                 depth.saturating_sub(1)
             });
         }
-    })
+    }
+
+    pub(crate) fn reset_pause_block(&self) {
+        self.pause_blocked.set(0);
+    }
+
+    /// Count jobs handed out paused: +1 when one pauses, -1 when it is resumed or dropped.
+    #[inline]
+    pub(crate) fn count_outstanding(&self, delta: isize) {
+        self.outstanding
+            .set(self.outstanding.get().wrapping_add_signed(delta));
+    }
+
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.get()
+    }
+
+    /// The thread's pool slot.
+    #[inline]
+    pub(crate) fn pool(&self) -> &RefCell<Option<Pool>> {
+        &self.pool
+    }
+
+    /// Whether a pool may still be made on this thread, registering its release at thread exit.
+    pub(crate) fn may_make_pool(&self) -> bool {
+        if self.pool_torn_down.get() {
+            return false;
+        }
+        POOL_OWNER.try_with(|_| ()).is_ok()
+    }
 }
 
-pub(crate) fn reset_pause_block() {
-    let _ = THREAD.try_with(|t| t.pause_blocked.set(0));
-}
-
-/// Count jobs handed out paused: +1 when one pauses, -1 when it is resumed or dropped.
-#[inline]
-pub(crate) fn count_outstanding(delta: isize) {
-    let _ = THREAD.try_with(|t| {
-        t.outstanding
-            .set(t.outstanding.get().wrapping_add_signed(delta))
-    });
-}
-
-pub(crate) fn outstanding() -> usize {
-    THREAD.try_with(|t| t.outstanding.get()).unwrap_or(0)
+/// Undo the thread preparation (Windows converts the thread back). Called when the thread's job state
+/// is torn down, on the thread's own context.
+pub(crate) fn release_thread_context() {
+    let prepared = THREAD.with(|t| t.running.get().is_null() && t.thread_fiber.take().is_some());
+    if prepared {
+        // SAFETY: we run on the thread's own context (no fiber is running), as the shim requires.
+        unsafe { sys::asyncjob_thread_fiber_release() };
+    }
 }
 
 /// What a resumed fiber did.
@@ -287,7 +336,7 @@ impl Fiber {
 
     /// First run of a job on this fiber: move `f` onto the fiber's stack and run it until it pauses or
     /// finishes.
-    pub(crate) fn launch<F, R>(&self, from: Resumer, f: F) -> Exit<R>
+    pub(crate) fn launch<F, R>(&self, t: &ThreadState, from: Resumer, f: F) -> Exit<R>
     where
         F: FnOnce() -> R + 'static,
         R: 'static,
@@ -298,7 +347,7 @@ impl Fiber {
             run: run_job::<F, R>,
         }));
         self.cancelling.set(false);
-        let exit = self.switch_in::<R>(from, WAKE_RESUME);
+        let exit = self.switch_in::<R>(t, from, WAKE_RESUME);
         debug_assert!(closure.is_none(), "the fiber took the closure");
         exit
     }
@@ -306,28 +355,28 @@ impl Fiber {
     /// Continue a paused job until it pauses again or finishes. With `Wake::Cancel` the job's
     /// `pause()` unwinds instead of returning.
     #[inline]
-    pub(crate) fn resume<R: 'static>(&self, from: Resumer, wake: Wake) -> Exit<R> {
+    pub(crate) fn resume<R: 'static>(&self, t: &ThreadState, from: Resumer, wake: Wake) -> Exit<R> {
         let message = match wake {
             Wake::Resume => WAKE_RESUME,
             Wake::Cancel => WAKE_CANCEL,
         };
-        self.switch_in::<R>(from, message)
+        self.switch_in::<R>(t, from, message)
     }
 
     #[inline]
-    fn switch_in<R: 'static>(&self, from: Resumer, message: usize) -> Exit<R> {
+    fn switch_in<R: 'static>(&self, t: &ThreadState, from: Resumer, message: usize) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
         self.output
             .set((&mut output as *mut Option<thread::Result<R>>).cast());
         self.resumer.set(from.0.as_ptr());
-        let previous = THREAD.with(|t| t.running.replace(self as *const Fiber));
+        let previous = t.running.replace(self as *const Fiber);
         // SAFETY: `from` is the context running now (the caller passes `running_context()`), and this
         // fiber is suspended or fresh: it is owned by the caller and not running anywhere. `output`
         // stays alive and unused here until the switch returns.
         let exit = unsafe {
             sys::asyncjob_fiber_switch(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
         };
-        THREAD.with(|t| t.running.set(previous));
+        t.running.set(previous);
         self.output.set(ptr::null_mut());
         match exit as usize {
             EXIT_PAUSED => Exit::Paused,
@@ -410,12 +459,13 @@ impl<R: 'static> crate::job::Job<R> {
     /// pinned on it (a pinned future, an intrusive list node), no guard whose destructor must run.
     /// A job whose stack holds only C frames and plain data qualifies.
     pub unsafe fn discard(mut self) {
-        let Some(fiber) = self.take_fiber() else {
+        let t = thread();
+        let Some(fiber) = self.take_fiber_in(t) else {
             return;
         };
         // SAFETY: the caller vouches for what lives on the job's stack.
         if unsafe { fiber.reset_without_unwinding() } {
-            crate::job::release_finished(fiber);
+            crate::job::release_finished(t, fiber);
         } else {
             leak_suspended(fiber);
         }

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::panic;
 
 use crate::error::Error;
-use crate::fiber::{self, Exit, Fiber, Wake};
+use crate::fiber::{self, Exit, Fiber, ThreadState, Wake};
 use crate::hook;
 use crate::pool::{self, Take};
 use crate::wait_ctx::WaitCtx;
@@ -164,19 +164,20 @@ where
     F: FnOnce() -> R + 'static,
     R: 'static,
 {
-    let from = fiber::thread_resumer().map_err(resumer_error)?;
-    let fiber = match pool::take_job()? {
+    let t = fiber::thread();
+    let from = t.resumer().map_err(resumer_error)?;
+    let fiber = match pool::take_job(t)? {
         Take::Job(fiber) => fiber,
         Take::Exhausted => return Ok(Started::NoJobs(f)),
     };
     *fiber.data.wait_ctx.borrow_mut() = wait_ctx.cloned();
     let hook = hook::hook();
     let token = hook.map(|h| h.enter(0, true));
-    let exit = fiber.launch::<F, R>(from, f);
+    let exit = fiber.launch::<F, R>(t, from, f);
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(h.leave(token));
     }
-    Ok(match settle(fiber, exit) {
+    Ok(match settle(t, fiber, exit) {
         Resumed::Finished(r) => Started::Finished(r),
         Resumed::Paused(job) => Started::Paused(job),
     })
@@ -192,17 +193,17 @@ fn resumer_error(e: Option<()>) -> Error {
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
 #[inline]
-fn settle<R: 'static>(fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
+fn settle<R: 'static>(t: &ThreadState, fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
-            fiber::count_outstanding(1);
+            t.count_outstanding(1);
             Resumed::Paused(Job {
                 fiber: Some(fiber),
                 _not_send: PhantomData,
             })
         }
         Exit::Finished(result) => {
-            release_finished(fiber);
+            release_finished(t, fiber);
             match result {
                 Ok(r) => Resumed::Finished(r),
                 Err(payload) => panic::resume_unwind(payload),
@@ -222,7 +223,8 @@ impl<R: 'static> Job<R> {
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
     #[inline]
     pub fn resume(mut self) -> Result<Resumed<R>, ResumeError<R>> {
-        let from = match fiber::thread_resumer() {
+        let t = fiber::thread();
+        let from = match t.resumer() {
             Ok(from) => from,
             Err(e) => {
                 return Err(ResumeError {
@@ -231,9 +233,9 @@ impl<R: 'static> Job<R> {
                 });
             }
         };
-        let fiber = self.fiber.take().expect("a paused job has its fiber");
-        fiber::count_outstanding(-1);
-        Ok(enter_paused(fiber, from, Wake::Resume))
+        let fiber = self.take_fiber_in(t).expect("a paused job has its fiber");
+        let exit = switch_with_hook::<R>(t, &fiber, from, Wake::Resume);
+        Ok(settle(t, fiber, exit))
     }
 
     /// The job's identity: what [`current_job`] returns inside it.
@@ -247,74 +249,72 @@ impl<R: 'static> Job<R> {
             .as_deref()
             .and_then(|f| f.data.wait_ctx.borrow().clone())
     }
+
+    /// Take the fiber out of a paused handle, which then ends without doing anything.
+    pub(crate) fn take_fiber_in(&mut self, t: &ThreadState) -> Option<Box<Fiber>> {
+        let fiber = self.fiber.take();
+        if fiber.is_some() {
+            t.count_outstanding(-1);
+        }
+        fiber
+    }
 }
 
-/// Switch into a paused job, with the hook around the switch.
+/// Switch into a paused job, with the switch hook around the switch.
 #[inline]
-fn enter_paused<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer, wake: Wake) -> Resumed<R> {
+fn switch_with_hook<R: 'static>(
+    t: &ThreadState,
+    fiber: &Fiber,
+    from: fiber::Resumer,
+    wake: Wake,
+) -> Exit<R> {
     let hook = hook::hook();
     let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
-    let exit = fiber.resume::<R>(from, wake);
+    let exit = fiber.resume::<R>(t, from, wake);
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(h.leave(token));
     }
-    settle(fiber, exit)
+    exit
 }
 
 impl<R: 'static> Drop for Job<R> {
     fn drop(&mut self) {
-        let Some(fiber) = self.take_fiber() else {
+        if self.fiber.is_none() {
+            // Emptied by `resume` or `discard`: nothing to end (and no thread-local to look up on
+            // the hot path).
+            return;
+        }
+        let t = fiber::thread();
+        let Some(fiber) = self.take_fiber_in(t) else {
             return;
         };
         if cfg!(panic = "unwind") {
-            if let Some(from) = fiber::running_context() {
-                // The job unwinds to its root and finishes; whatever its closure owned is dropped on
-                // the way. A panic raised while unwinding would abort, as any double panic does.
-                cancel::<R>(fiber, from);
+            if let Some(from) = t.running_context() {
+                // The job unwinds to its root and finishes; whatever its closure owned is dropped
+                // on the way. The result (a caught cancellation, or a value) is dropped too; a
+                // panic raised while unwinding aborts, as any double panic does.
+                match switch_with_hook::<R>(t, &fiber, from, Wake::Cancel) {
+                    Exit::Finished(_) => release_finished(t, fiber),
+                    Exit::Paused => unreachable!("a cancelled job cannot pause"),
+                }
                 return;
             }
         }
-        // Without unwinding the job's destructors cannot run, so its stack is never reused: leaked.
+        // Without unwinding the job's destructors cannot run, so its stack is never reused.
         fiber::leak_suspended(fiber);
-    }
-}
-
-impl<R: 'static> Job<R> {
-    /// Take the fiber out of a paused handle, which then ends without doing anything.
-    pub(crate) fn take_fiber(&mut self) -> Option<Box<Fiber>> {
-        let fiber = self.fiber.take();
-        if fiber.is_some() {
-            fiber::count_outstanding(-1);
-        }
-        fiber
     }
 }
 
 /// Return a job that is done (finished, cancelled or discarded) to the pool, letting go of its wait
 /// context.
 #[inline]
-pub(crate) fn release_finished(fiber: Box<Fiber>) {
+pub(crate) fn release_finished(t: &ThreadState, fiber: Box<Fiber>) {
     let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
     fiber.data.hook_word.set(0);
-    pool::give_back(fiber);
+    pool::give_back(t, fiber);
     // Dropped after the job is back in the pool: this may be the context's last handle, and its fd
     // cleanups are user code.
     drop(wait_ctx);
-}
-
-fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
-    let hook = hook::hook();
-    let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
-    // The job ends in the cancellation unwind, or in a result if its code caught that unwind; either
-    // is dropped here.
-    let exit = fiber.resume::<R>(from, Wake::Cancel);
-    if let (Some(h), Some(token)) = (hook, token) {
-        h.leave(token);
-    }
-    match exit {
-        Exit::Finished(_) => release_finished(fiber),
-        Exit::Paused => unreachable!("a cancelled job cannot pause"),
-    }
 }
 
 /// Pause the running job (`ASYNC_pause_job`): control returns to the caller of [`start`] or
@@ -329,10 +329,11 @@ fn cancel<R: 'static>(fiber: Box<Fiber>, from: fiber::Resumer) {
 /// unwind continue.
 #[inline]
 pub fn pause() {
-    if fiber::pause_blocked() > 0 {
+    let t = fiber::thread();
+    if t.pause_blocked() > 0 {
         return;
     }
-    let woken = fiber::with_running(|running| {
+    let woken = t.with_running(|running| {
         let fiber = running?;
         let wake = fiber.suspend();
         if wake == Wake::Resume {
@@ -349,18 +350,19 @@ pub fn pause() {
 
 /// The running job's identity, or `None` outside a job (`ASYNC_get_current_job`).
 pub fn current_job() -> Option<JobId> {
-    fiber::with_running(|running| running.map(JobId::of))
+    fiber::thread().with_running(|running| running.map(JobId::of))
 }
 
 /// The running job's wait context (`ASYNC_get_wait_ctx(ASYNC_get_current_job())`): `None` outside a
 /// job or when the job was started without one.
 pub fn current_wait_ctx() -> Option<WaitCtx> {
-    fiber::with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
+    let t = fiber::thread();
+    t.with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
 }
 
 /// Whether the running job is being torn down because its handle was dropped.
 pub fn is_cancelling() -> bool {
-    fiber::with_running(|running| running.is_some_and(Fiber::is_cancelling))
+    fiber::thread().with_running(|running| running.is_some_and(Fiber::is_cancelling))
 }
 
 /// Guard returned by [`block_pause`]; dropping it calls [`unblock_pause`].
@@ -394,7 +396,7 @@ impl Drop for PauseBlock {
 /// The count is kept per thread, not per job, as in OpenSSL. Outside a job the call is ignored, so the
 /// returned guard then does nothing either.
 pub fn block_pause() -> PauseBlock {
-    fiber::adjust_pause_block(true);
+    fiber::thread().adjust_pause_block(true);
     PauseBlock {
         _not_send: PhantomData,
     }
@@ -402,12 +404,12 @@ pub fn block_pause() -> PauseBlock {
 
 /// Undo one [`block_pause`] (`ASYNC_unblock_pause`). Ignored outside a job; never goes below zero.
 pub fn unblock_pause() {
-    fiber::adjust_pause_block(false);
+    fiber::thread().adjust_pause_block(false);
 }
 
 /// The calling thread's pause-block count.
 pub fn pause_blocked_count() -> u32 {
-    fiber::pause_blocked()
+    fiber::thread().pause_blocked()
 }
 
 /// Whether this platform can run jobs (`ASYNC_is_capable`).

@@ -1,7 +1,5 @@
 //! The per-thread job pool (`ASYNC_init_thread` / `ASYNC_cleanup_thread`).
 
-use std::cell::RefCell;
-
 use crate::error::Error;
 use crate::fiber::{self, Fiber};
 use crate::job::JobData;
@@ -25,24 +23,6 @@ pub(crate) struct Pool {
     idle: Vec<Box<Fiber>>,
     created: usize,
     max_size: usize,
-}
-
-/// The thread's pool. Its destructor frees the idle jobs when the thread exits.
-struct ThreadPool {
-    pool: RefCell<Option<Pool>>,
-}
-
-impl Drop for ThreadPool {
-    fn drop(&mut self) {
-        drop(self.pool.get_mut().take());
-        fiber::release_thread_context();
-    }
-}
-
-thread_local! {
-    static POOL: ThreadPool = const {
-        ThreadPool { pool: RefCell::new(None) }
-    };
 }
 
 /// Create the calling thread's job pool (`ASYNC_init_thread`).
@@ -74,15 +54,16 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
         }
     }
     let created = idle.len();
-    let replaced = POOL
-        .try_with(|tp| {
-            tp.pool.borrow_mut().replace(Pool {
-                idle,
-                created,
-                max_size,
-            })
-        })
-        .map_err(|_| Error::ThreadSetup)?;
+    let t = fiber::thread();
+    if !t.may_make_pool() {
+        return Err(Error::ThreadSetup);
+    }
+    let replaced = t.pool().borrow_mut().replace(Pool {
+        idle,
+        created,
+        max_size,
+    });
+    // Freed outside the borrow.
     drop(replaced);
     Ok(())
 }
@@ -95,12 +76,12 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
 /// their stacks go to whatever pool the thread has then (a new one is made automatically by the next
 /// [`start`](crate::start)), or are freed if it has none. Calling it with no pool does nothing.
 pub fn cleanup_thread() -> Result<(), Error> {
-    fiber::reset_pause_block();
-    let old = POOL
-        .try_with(|tp| tp.pool.borrow_mut().take())
-        .map_err(|_| Error::ThreadSetup)?;
+    let t = fiber::thread();
+    t.reset_pause_block();
+    let old = t.pool().borrow_mut().take();
+    // Freed outside the borrow.
     drop(old);
-    let outstanding = fiber::outstanding();
+    let outstanding = t.outstanding();
     if outstanding > 0 {
         return Err(Error::JobsOutstanding { count: outstanding });
     }
@@ -110,15 +91,11 @@ pub fn cleanup_thread() -> Result<(), Error> {
 
 /// The calling thread's pool, or `None` when it has none.
 pub fn pool_stats() -> Option<PoolStats> {
-    POOL.try_with(|tp| {
-        tp.pool.borrow().as_ref().map(|p| PoolStats {
-            max_size: p.max_size,
-            created: p.created,
-            idle: p.idle.len(),
-        })
+    fiber::thread().pool().borrow().as_ref().map(|p| PoolStats {
+        max_size: p.max_size,
+        created: p.created,
+        idle: p.idle.len(),
     })
-    .ok()
-    .flatten()
 }
 
 /// What taking a job from the pool gave.
@@ -130,49 +107,49 @@ pub(crate) enum Take {
 
 /// A job from the thread's pool, creating the pool `(0, 0)` or a new job when needed.
 #[inline]
-pub(crate) fn take_job() -> Result<Take, Error> {
-    let taken = POOL
-        .try_with(|tp| {
-            let mut slot = tp.pool.borrow_mut();
-            let pool = slot.get_or_insert_with(|| Pool {
-                idle: Vec::new(),
-                created: 0,
-                max_size: 0,
-            });
-            if let Some(fiber) = pool.idle.pop() {
-                return Some(Take::Job(fiber));
+pub(crate) fn take_job(t: &fiber::ThreadState) -> Result<Take, Error> {
+    {
+        let mut slot = t.pool().borrow_mut();
+        let pool = match slot.as_mut() {
+            Some(pool) => pool,
+            None => {
+                if !t.may_make_pool() {
+                    return Err(Error::ThreadSetup);
+                }
+                slot.insert(Pool {
+                    idle: Vec::new(),
+                    created: 0,
+                    max_size: 0,
+                })
             }
-            if pool.max_size != 0 && pool.created >= pool.max_size {
-                return Some(Take::Exhausted);
-            }
-            None
-        })
-        .map_err(|_| Error::ThreadSetup)?;
-    if let Some(taken) = taken {
-        return Ok(taken);
+        };
+        if let Some(fiber) = pool.idle.pop() {
+            return Ok(Take::Job(fiber));
+        }
+        if pool.max_size != 0 && pool.created >= pool.max_size {
+            return Ok(Take::Exhausted);
+        }
     }
-    // Created outside the pool borrow: the allocator is user code.
+    // Created outside the pool borrow: a custom stack allocator is user code.
     let Some(fiber) = Fiber::create(JobData::default()) else {
         return Ok(Take::Exhausted);
     };
-    POOL.with(|tp| {
-        if let Some(pool) = tp.pool.borrow_mut().as_mut() {
-            pool.created += 1;
-        }
-    });
+    if let Some(pool) = t.pool().borrow_mut().as_mut() {
+        pool.created += 1;
+    }
     Ok(Take::Job(fiber))
 }
 
 /// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
 #[inline]
-pub(crate) fn give_back(fiber: Box<Fiber>) {
-    let leftover = POOL.try_with(|tp| match tp.pool.borrow_mut().as_mut() {
+pub(crate) fn give_back(t: &fiber::ThreadState, fiber: Box<Fiber>) {
+    let leftover = match t.pool().borrow_mut().as_mut() {
         Some(pool) => {
             pool.idle.push(fiber);
             None
         }
         None => Some(fiber),
-    });
-    // Freed outside the borrow (and also when the thread's pool is already gone).
+    };
+    // Freed outside the borrow.
     drop(leftover);
 }
