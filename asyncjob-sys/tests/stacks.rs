@@ -304,15 +304,13 @@ fn a_burst_of_stacks_is_given_back_when_freed() {
             .map(|_| Stack::new(request).expect("stack"))
             .collect();
         let (vm1, maps1) = (vm_size(), map_count());
-        let mprotect = forced_mprotect();
-        for s in &stacks {
-            let want = if mprotect {
-                sys::ASYNCJOB_GUARD_MPROTECT
-            } else {
-                sys::ASYNCJOB_GUARD_MADVISE
-            };
-            assert_eq!(s.0.guard, want);
+        // The default is madvise guards on Linux >= 6.13 (not under qemu-user, which ignores them).
+        let kind = stacks[0].0.guard;
+        if forced_mprotect() {
+            assert_eq!(kind, sys::ASYNCJOB_GUARD_MPROTECT);
         }
+        assert!(stacks.iter().all(|s| s.0.guard == kind));
+        let mprotect = kind == sys::ASYNCJOB_GUARD_MPROTECT;
         assert!(vm1 >= vm0 + COUNT * slot, "{vm0} -> {vm1}");
         if mprotect {
             assert!(maps1 >= maps0 + 2 * COUNT - 10, "{maps0} -> {maps1} maps");
