@@ -14,16 +14,17 @@ section "ucontext backend"
 cargo test -p asyncjob-sys --features ucontext
 
 section "asm backend, -fcf-protection=full (IBT build: ret-based switch, IBT property note)"
-CFLAGS="-fcf-protection=full" cargo test -p asyncjob-sys
-note=$(find "$CARGO_TARGET_DIR/debug/build" -path '*asyncjob-sys-*' -name '*x86_64_sysv.o' -newer asyncjob-sys/arch/x86_64_sysv.S -print0 \
-  | xargs -0 ls -t | head -n 1)
-if [ -n "$note" ] && command -v readelf >/dev/null; then
-  readelf -n "$note" | grep -q 'x86 feature: IBT' || { echo "IBT property note missing in $note" >&2; exit 1; }
-  echo "IBT property note present in $(basename "$note")"
-fi
+# A target dir of its own: the object checked below is then certainly the one this build made.
+cet_dir="$CARGO_TARGET_DIR/cet"
+CFLAGS="-fcf-protection=full" CARGO_TARGET_DIR="$cet_dir" cargo test -p asyncjob-sys
+note=$(find "$cet_dir/debug/build" -path '*asyncjob-sys-*' -name '*x86_64_sysv.o' | head -n 1)
+[ -n "$note" ] || { echo "no x86_64_sysv.o found under $cet_dir" >&2; exit 1; }
+command -v readelf >/dev/null || { apt-get update -qq; apt-get install -y -qq binutils >/dev/null; }
+readelf -n "$note" | grep -q 'x86 feature: IBT' || { echo "IBT property note missing in $note" >&2; exit 1; }
+echo "IBT property note present in $(basename "$note")"
 
 section "ucontext backend, -fcf-protection=full (swapcontext throughout)"
-CFLAGS="-fcf-protection=full" cargo test -p asyncjob-sys --features ucontext
+CFLAGS="-fcf-protection=full" CARGO_TARGET_DIR="$cet_dir" cargo test -p asyncjob-sys --features ucontext
 
 section "valgrind (feature sanitizers)"
 if ! command -v valgrind >/dev/null || [ ! -f /usr/include/valgrind/valgrind.h ]; then

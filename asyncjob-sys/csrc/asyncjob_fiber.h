@@ -98,8 +98,8 @@ typedef enum asyncjob_guard_kind {
 typedef struct asyncjob_stack {
     void *base;
     size_t size;
-    void *mapping;        /* start of the whole mapping, guard included */
-    size_t mapping_size;  /* size of the whole mapping, guard included */
+    void *mapping;        /* start of the stack's own region, guard page included (a slot of a slab) */
+    size_t mapping_size;  /* size of that region, guard page included */
     asyncjob_guard_kind guard;
 } asyncjob_stack;
 

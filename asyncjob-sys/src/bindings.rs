@@ -70,9 +70,9 @@ pub type asyncjob_guard_kind = ::core::ffi::c_uint;
 pub struct asyncjob_stack {
     pub base: *mut ::core::ffi::c_void,
     pub size: usize,
-    #[doc = " start of the whole mapping, guard included"]
+    #[doc = " start of the stack's own region, guard page included (a slot of a slab)"]
     pub mapping: *mut ::core::ffi::c_void,
-    #[doc = " size of the whole mapping, guard included"]
+    #[doc = " size of that region, guard page included"]
     pub mapping_size: usize,
     pub guard: asyncjob_guard_kind,
 }

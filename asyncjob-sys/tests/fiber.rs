@@ -110,9 +110,12 @@ fn backend_name_matches_the_build() {
     assert_eq!(unsafe { sys::asyncjob_fiber_is_capable() }, 1);
     // SAFETY: no preconditions.
     assert_eq!(unsafe { sys::asyncjob_fiber_uses_caller_stack() }, 1);
+    // The bookkeeping at the top of a stack: 16 bytes for the asm backends, a ucontext_t plus a
+    // jmp_buf for ucontext (about 1.2 KiB on x86_64, 4.8 KiB on aarch64, whose ucontext_t carries
+    // the whole FP/SIMD state).
     let reserve = support::stack_reserve();
     assert!(
-        reserve > 0 && reserve % 16 == 0 && reserve < 4096,
+        reserve > 0 && reserve % 16 == 0 && reserve < 8192,
         "reserve {reserve}"
     );
 }
