@@ -9,10 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh
-# Crates tested (override with ASYNCJOB_XPLAT_PACKAGES). asyncjob joins once its tests build for
-# Windows (they use integer fds where OSSL_ASYNC_FD is a HANDLE there).
+# Crates tested (override with ASYNCJOB_XPLAT_PACKAGES).
 # shellcheck disable=SC2206 # word splitting of the override is intended
-PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys})
+PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys -p asyncjob})
+# Wine only: a stack overflow on a fiber stack never reaches Rust's overflow handler under Wine 8;
+# the child process hangs instead of aborting. Real Windows runs this test (GitHub Actions job
+# windows-msvc / windows-gnu), so only the emulated run leaves it out.
+WINE_SKIP=(--skip stack_overflow_in_a_job_hits_the_guard_page_and_aborts_with_a_message)
 
 xplat_cross_cargo x86_64-pc-windows-gnu
 xplat_wine_setup
@@ -29,4 +32,4 @@ wine "$out/windows_fiber_test.exe"
 
 echo "--- cargo test ${PACKAGES[*]} --target x86_64-pc-windows-gnu (Wine, $XPLAT_RUSTC)"
 export CARGO_TARGET_DIR=$out/cargo
-"${XCARGO[@]}" test --no-fail-fast --target x86_64-pc-windows-gnu "${PACKAGES[@]}"
+"${XCARGO[@]}" test --no-fail-fast --target x86_64-pc-windows-gnu "${PACKAGES[@]}" -- "${WINE_SKIP[@]}"
