@@ -5,8 +5,8 @@
 //!
 //! The switch protocol: the resumer (the thread's own context, or a running job when a paused job is
 //! dropped from inside another job) lends the fiber two things for the duration of one switch: a
-//! launcher (on the first run of a job) and an output slot where the job writes its result when it
-//! finishes. The fiber reports back with one of two exit codes; the resumer reads the slot only after
+//! launcher (on the first run of a job, passed as the switch's value) and an output slot where the
+//! job writes its result when it finishes. The fiber reports back with one of two exit codes; the resumer reads the slot only after
 //! control has come back, while the fiber is suspended, so the two never touch it at the same time.
 
 use std::cell::{Cell, RefCell};
@@ -262,7 +262,6 @@ pub(crate) struct Fiber {
     raw: Cell<*mut sys::asyncjob_fiber>,
     stack: Stack,
     resumer: Cell<*mut sys::asyncjob_fiber>,
-    launch: Cell<Option<Launch>>,
     output: Cell<*mut ()>,
     cancelling: Cell<bool>,
     pub(crate) data: JobData,
@@ -285,7 +284,6 @@ impl Fiber {
             raw: Cell::new(ptr::null_mut()),
             stack,
             resumer: Cell::new(ptr::null_mut()),
-            launch: Cell::new(None),
             output: Cell::new(ptr::null_mut()),
             cancelling: Cell::new(false),
             data,
@@ -306,7 +304,6 @@ impl Fiber {
         // address is stable and which outlives the context for the same reason.
         let raw = unsafe { sys::asyncjob_fiber_create(base.cast(), size, Some(fiber_root), arg) };
         self.raw.set(raw);
-        self.launch.set(None);
         self.output.set(ptr::null_mut());
         self.cancelling.set(false);
         !raw.is_null()
@@ -342,12 +339,14 @@ impl Fiber {
         R: 'static,
     {
         let mut closure = Some(f);
-        self.launch.set(Some(Launch {
+        let launch = Launch {
             closure: (&mut closure as *mut Option<F>).cast(),
             run: run_job::<F, R>,
-        }));
+        };
         self.cancelling.set(false);
-        let exit = self.switch_in::<R>(t, from, WAKE_RESUME);
+        // The launcher travels as the switch's value: `fiber_root` receives it as its first value
+        // or as the return of the switch that ended the fiber's previous job.
+        let exit = self.switch_in::<R>(t, from, &launch as *const Launch as usize);
         debug_assert!(closure.is_none(), "the fiber took the closure");
         exit
     }
@@ -511,19 +510,21 @@ fn align_custom(memory: &StackMemory) -> (*mut u8, usize) {
 }
 
 /// Entry point of every job fiber: run one job after another, for as long as the fiber lives.
-extern "C" fn fiber_root(arg: *mut c_void, _first: *mut c_void) {
+extern "C" fn fiber_root(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: `arg` is the boxed `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber.
     let fiber = unsafe { &*arg.cast::<Fiber>() };
+    let mut message = first;
     loop {
-        let launch = fiber
-            .launch
-            .take()
-            .expect("a fiber is first entered through launch()");
-        // SAFETY: `launch` was filled by `Fiber::launch::<F, R>` with a closure of type `Option<F>`
-        // that stays alive until this switch returns to it, and the matching `run_job::<F, R>`.
+        // An idle fiber is only ever entered by `Fiber::launch` (resume and cancel go to suspended
+        // fibers), so every message arriving here is a launcher.
+        // SAFETY: `launch` passes the address of a `Launch` on its own stack, alive until this
+        // fiber switches back; it holds a closure of type `Option<F>` and the matching
+        // `run_job::<F, R>`.
+        let launch = unsafe { *message.cast::<Launch>() };
+        // SAFETY: as above.
         unsafe { (launch.run)(launch.closure, fiber) };
         // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit.
-        unsafe {
+        message = unsafe {
             sys::asyncjob_fiber_switch(
                 fiber.raw.get(),
                 fiber.resumer.get(),
