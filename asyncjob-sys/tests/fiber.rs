@@ -80,6 +80,10 @@ fn freeing_a_never_started_fiber_is_fine() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows Fibers take no caller stack, so there is none to reject"
+)]
 fn create_rejects_bad_stacks() {
     let stack = Stack::new(STACK).expect("stack");
     let base = stack.0.base;
@@ -96,7 +100,9 @@ fn create_rejects_bad_stacks() {
 #[test]
 fn backend_name_matches_the_build() {
     let name = support::backend();
-    let expected = if cfg!(feature = "ucontext") {
+    let expected = if cfg!(windows) {
+        "windows-fibers"
+    } else if cfg!(feature = "ucontext") {
         "ucontext"
     } else if cfg!(target_arch = "x86_64") {
         "x86_64-sysv-asm"
@@ -108,8 +114,13 @@ fn backend_name_matches_the_build() {
     assert_eq!(name, expected);
     // SAFETY: no preconditions.
     assert_eq!(unsafe { sys::asyncjob_fiber_is_capable() }, 1);
-    // SAFETY: no preconditions.
-    assert_eq!(unsafe { sys::asyncjob_fiber_uses_caller_stack() }, 1);
+    if cfg!(windows) {
+        // The OS owns fiber stacks and the fiber record lives on the heap.
+        assert!(!support::uses_caller_stack());
+        assert_eq!(support::stack_reserve(), 0);
+        return;
+    }
+    assert!(support::uses_caller_stack());
     // The bookkeeping at the top of a stack: 16 bytes for the asm backends, a ucontext_t plus a
     // jmp_buf for ucontext (about 1.2 KiB on x86_64, 4.8 KiB on aarch64, whose ucontext_t carries
     // the whole FP/SIMD state).

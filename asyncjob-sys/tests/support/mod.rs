@@ -4,8 +4,15 @@
 use asyncjob_sys as sys;
 use core::ffi::c_void;
 
-/// A stack from `asyncjob_stack_alloc`, freed on drop.
+/// A stack from `asyncjob_stack_alloc`, freed on drop. Where the operating system owns fiber stacks
+/// (Windows) it only carries the size to ask for: a null base.
 pub struct Stack(pub sys::asyncjob_stack);
+
+/// Whether fibers run on stacks the caller provides.
+pub fn uses_caller_stack() -> bool {
+    // SAFETY: a pure query.
+    unsafe { sys::asyncjob_fiber_uses_caller_stack() != 0 }
+}
 
 impl Stack {
     pub fn new(size: usize) -> Result<Stack, i32> {
@@ -16,6 +23,11 @@ impl Stack {
             mapping_size: 0,
             guard: sys::ASYNCJOB_GUARD_NONE,
         };
+        if !uses_caller_stack() {
+            raw.size = size;
+            raw.guard = sys::ASYNCJOB_GUARD_OS;
+            return Ok(Stack(raw));
+        }
         // SAFETY: `raw` is a valid, writable asyncjob_stack.
         let rc = unsafe { sys::asyncjob_stack_alloc(size, &mut raw) };
         if rc == 0 { Ok(Stack(raw)) } else { Err(rc) }
@@ -50,6 +62,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if self.0.base.is_null() {
+            return; // an OS-owned fiber stack: nothing of ours to free
+        }
         // SAFETY: the stack came from asyncjob_stack_alloc and no fiber runs on it any more (a
         // `Fiber` borrows its `Stack`, so it is dropped first).
         unsafe { sys::asyncjob_stack_free(&mut self.0) };
