@@ -64,8 +64,9 @@ void asyncjob_thread_fiber_release(void);
 /*
  * Make a fiber that will run entry(arg, first_value) on the stack [stack_base, stack_base + stack_size)
  * when first switched to. stack_base must be 16-byte aligned and stack_size a multiple of 16 and at
- * least 4096. The stack is not touched beyond the top asyncjob_fiber_stack_reserve() bytes until the
- * fiber first runs. Returns NULL on failure. The caller keeps ownership of the stack memory.
+ * least 4096. Until the fiber first runs, only the top asyncjob_fiber_stack_reserve() bytes and the
+ * first-entry frame just below them (at most 256 bytes) are written. Returns NULL on failure. The
+ * caller keeps ownership of the stack memory.
  */
 asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
                                       void *arg);

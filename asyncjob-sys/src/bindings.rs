@@ -34,7 +34,7 @@ unsafe extern "C" {
     pub fn asyncjob_thread_fiber_release();
 }
 unsafe extern "C" {
-    #[doc = " Make a fiber that will run entry(arg, first_value) on the stack [stack_base, stack_base + stack_size)\n when first switched to. stack_base must be 16-byte aligned and stack_size a multiple of 16 and at\n least 4096. The stack is not touched beyond the top asyncjob_fiber_stack_reserve() bytes until the\n fiber first runs. Returns NULL on failure. The caller keeps ownership of the stack memory."]
+    #[doc = " Make a fiber that will run entry(arg, first_value) on the stack [stack_base, stack_base + stack_size)\n when first switched to. stack_base must be 16-byte aligned and stack_size a multiple of 16 and at\n least 4096. Until the fiber first runs, only the top asyncjob_fiber_stack_reserve() bytes and the\n first-entry frame just below them (at most 256 bytes) are written. Returns NULL on failure. The\n caller keeps ownership of the stack memory."]
     pub fn asyncjob_fiber_create(
         stack_base: *mut ::core::ffi::c_void,
         stack_size: usize,
