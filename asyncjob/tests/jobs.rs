@@ -743,3 +743,26 @@ fn discarding_a_paused_job_skips_its_code_and_destructors_and_reuses_its_stack()
         "no job is outstanding any more"
     );
 }
+
+#[test]
+fn a_paused_job_dropped_while_the_thread_unwinds_is_still_torn_down() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    let job = paused(asyncjob::start(None, move || {
+        let _local = DropCounter(d);
+        asyncjob::pause();
+    }));
+    // The job's handle is dropped during the unwind of an unrelated panic: its cancellation unwinds
+    // on the job's own stack, is caught at the job's root, and the outer unwind carries on.
+    let outer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = job;
+        panic!("outer panic");
+    }));
+    assert_eq!(
+        outer.unwrap_err().downcast_ref::<&str>(),
+        Some(&"outer panic")
+    );
+    assert_eq!(drops.get(), 1);
+    assert_eq!(asyncjob::pool_stats().map(|s| s.idle), Some(1));
+    assert_eq!(finished(asyncjob::start(None, || 6)), 6);
+}
