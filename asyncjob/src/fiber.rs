@@ -18,6 +18,7 @@ use std::thread;
 
 use asyncjob_sys as sys;
 
+use crate::error::Error;
 use crate::job::JobData;
 use crate::pool::Pool;
 use crate::stack::{self, Allocator, DEFAULT_STACK_SIZE, StackMemory};
@@ -115,16 +116,16 @@ pub(crate) fn thread() -> &'static ThreadState {
 }
 
 impl ThreadState {
-    /// The context to resume a job from, when no job is running; `Err(None)` when a job is running,
-    /// `Err(Some(()))` when the thread cannot be prepared.
+    /// The thread's own context, to start or resume a job from. Jobs are not started or resumed
+    /// from inside a job ([`Error::Nested`]).
     #[inline]
-    pub(crate) fn resumer(&self) -> Result<Resumer, Option<()>> {
+    pub(crate) fn resumer(&self) -> Result<Resumer, Error> {
         if !self.running.get().is_null() {
-            return Err(None);
+            return Err(Error::Nested);
         }
         match self.thread_fiber.get() {
             Some(ctx) => Ok(ctx),
-            None => self.prepare().ok_or(Some(())),
+            None => self.prepare().ok_or(Error::ThreadSetup),
         }
     }
 

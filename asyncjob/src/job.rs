@@ -165,7 +165,7 @@ where
     R: 'static,
 {
     let t = fiber::thread();
-    let from = t.resumer().map_err(resumer_error)?;
+    let from = t.resumer()?;
     let fiber = match pool::take_job(t)? {
         Take::Job(fiber) => fiber,
         Take::Exhausted => return Ok(Started::NoJobs(f)),
@@ -181,13 +181,6 @@ where
         Resumed::Finished(r) => Started::Finished(r),
         Resumed::Paused(job) => Started::Paused(job),
     })
-}
-
-fn resumer_error(e: Option<()>) -> Error {
-    match e {
-        None => Error::Nested,
-        Some(()) => Error::ThreadSetup,
-    }
 }
 
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
@@ -226,12 +219,7 @@ impl<R: 'static> Job<R> {
         let t = fiber::thread();
         let from = match t.resumer() {
             Ok(from) => from,
-            Err(e) => {
-                return Err(ResumeError {
-                    job: self,
-                    error: resumer_error(e),
-                });
-            }
+            Err(error) => return Err(ResumeError { job: self, error }),
         };
         let fiber = self.take_fiber_in(t).expect("a paused job has its fiber");
         let exit = switch_with_hook::<R>(t, &fiber, from, Wake::Resume);
