@@ -128,5 +128,32 @@ fn main() {
         Err(Error::AllocatorLocked)
     );
     passed += 1;
+
+    // A thread that exits without cleanup_thread frees its idle jobs, and its paused job is
+    // unwound and freed too (OpenSSL leaks the paused one).
+    let allocated = ALLOCATED.load(Ordering::SeqCst);
+    let released = RELEASED.load(Ordering::SeqCst);
+    std::thread::spawn(|| {
+        thread_local! {
+            static KEEP: std::cell::RefCell<Option<asyncjob::Job<()>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        asyncjob::init_thread(3, 3).unwrap();
+        let job = match asyncjob::start(None, asyncjob::pause) {
+            Ok(Started::Paused(job)) => job,
+            _ => panic!("expected PAUSE"),
+        };
+        // Parked in thread-local storage, so the thread's own teardown drops it.
+        KEEP.with(|k| *k.borrow_mut() = Some(job));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(ALLOCATED.load(Ordering::SeqCst) - allocated, 3);
+    assert_eq!(
+        RELEASED.load(Ordering::SeqCst) - released,
+        3,
+        "every stack went back at thread exit"
+    );
+    passed += 1;
     println!("{passed} passed, 0 failed");
 }
