@@ -36,7 +36,6 @@ _Thread_local struct asyncjob__san *asyncjob__san_prev;
 #endif
 
 static _Thread_local struct asyncjob_fiber thread_fiber;
-static _Thread_local int thread_ready;
 
 const char *asyncjob_fiber_backend(void) {
 #if defined(__x86_64__)
@@ -55,26 +54,11 @@ int asyncjob_fiber_uses_caller_stack(void) { return 1; }
 size_t asyncjob_fiber_stack_reserve(void) { return FIBER_RESERVE; }
 
 asyncjob_fiber *asyncjob_thread_fiber(void) {
-    if (!thread_ready) {
-        asyncjob__thread_prepare();
-        thread_ready = 1;
-    }
+    asyncjob__thread_prepare();
     return &thread_fiber;
 }
 
-void asyncjob_thread_fiber_release(void) {
-    if (thread_ready) {
-        asyncjob__thread_unprepare();
-        thread_ready = 0;
-    }
-}
-
-void asyncjob__fiber_returned(void) {
-    static const char msg[] = "asyncjob: a fiber entry function returned; aborting\n";
-    ssize_t ignored = write(2, msg, sizeof msg - 1);
-    (void)ignored;
-    abort();
-}
+void asyncjob_thread_fiber_release(void) { asyncjob__thread_unprepare(); }
 
 #if defined(ASYNCJOB_SANITIZERS)
 /* First code of a fiber in sanitizer builds: tells the sanitizers the switch has completed. */

@@ -66,7 +66,6 @@ _Thread_local struct asyncjob__san *asyncjob__san_prev;
 #endif
 
 static _Thread_local struct asyncjob_fiber thread_fiber;
-static _Thread_local int thread_ready;
 
 static inline void save_fp_control(asyncjob_fiber *f) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -99,27 +98,12 @@ int asyncjob_fiber_uses_caller_stack(void) { return 1; }
 size_t asyncjob_fiber_stack_reserve(void) { return FIBER_RESERVE; }
 
 asyncjob_fiber *asyncjob_thread_fiber(void) {
-    if (!thread_ready) {
-        asyncjob__thread_prepare();
-        thread_fiber.started = 1;
-        thread_ready = 1;
-    }
+    asyncjob__thread_prepare();
+    thread_fiber.started = 1;
     return &thread_fiber;
 }
 
-void asyncjob_thread_fiber_release(void) {
-    if (thread_ready) {
-        asyncjob__thread_unprepare();
-        thread_ready = 0;
-    }
-}
-
-void asyncjob__fiber_returned(void) {
-    static const char msg[] = "asyncjob: a fiber entry function returned; aborting\n";
-    ssize_t ignored = write(2, msg, sizeof msg - 1);
-    (void)ignored;
-    abort();
-}
+void asyncjob_thread_fiber_release(void) { asyncjob__thread_unprepare(); }
 
 /* makecontext passes int arguments only, so the fiber pointer arrives in two halves. */
 static void trampoline(unsigned int hi, unsigned int lo) {

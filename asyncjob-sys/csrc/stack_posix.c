@@ -381,14 +381,28 @@ static void reporter_init(void) {
     sigaction(SIGBUS, &sa, &previous_bus);
 }
 
+/* Shared by the POSIX backends: a fiber entry function returned, which the contract forbids. */
+void asyncjob__fiber_returned(void) {
+    static const char msg[] = "asyncjob: a fiber entry function returned; aborting\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    abort();
+}
+
 /* ---- Alternate signal stacks ----------------------------------------------------------------------- */
 
 #define ALTSTACK_SIZE ((size_t)64 * 1024)
 
 static _Thread_local void *own_altstack;
 static _Thread_local size_t own_altstack_size;
+/* Set between prepare and unprepare, so that repeated calls cost no system call. */
+static _Thread_local int thread_prepared;
 
 void asyncjob__thread_prepare(void) {
+    if (thread_prepared) {
+        return;
+    }
+    thread_prepared = 1;
     stack_t current;
     if (own_altstack != NULL || sigaltstack(NULL, &current) != 0 || (current.ss_flags & SS_DISABLE) == 0) {
         return;
@@ -420,6 +434,7 @@ void asyncjob__thread_prepare(void) {
 }
 
 void asyncjob__thread_unprepare(void) {
+    thread_prepared = 0;
     if (own_altstack == NULL) {
         return;
     }
