@@ -703,6 +703,14 @@ fn discarding_a_paused_job_skips_its_code_and_destructors_and_reuses_its_stack()
     let ran_on = Rc::new(Cell::new(false));
     let r = ran_on.clone();
     let ctx = WaitCtx::new();
+    let cleaned = Rc::new(Cell::new(0));
+    let c = cleaned.clone();
+    ctx.set_wait_fd(
+        asyncjob::WaitKey::from_addr(1),
+        fd(1),
+        std::ptr::null_mut(),
+        Some(Box::new(move |_, _, _| c.set(c.get() + 1))),
+    );
     let job = paused(asyncjob::start(Some(&ctx), move || {
         let _owned = &captured;
         asyncjob::pause();
@@ -712,6 +720,13 @@ fn discarding_a_paused_job_skips_its_code_and_destructors_and_reuses_its_stack()
     // SAFETY: the job's stack holds only plain data and a drop counter whose skipped destructor
     // breaks nothing.
     unsafe { job.discard() };
+    // The job let go of its wait context: dropping the test's handle frees it at once.
+    drop(ctx);
+    assert_eq!(
+        cleaned.get(),
+        1,
+        "the discarded job released its wait context"
+    );
     assert!(!ran_on.get(), "the job's code did not run again");
     assert_eq!(drops.get(), 0, "nothing on the job's stack was dropped");
     assert_eq!(
