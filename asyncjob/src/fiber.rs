@@ -442,10 +442,35 @@ impl Drop for Fiber {
 /// the thread's state is gone): its stack is leaked, never reused, so whatever lives on it stays
 /// valid for ever, as `Pin` requires of memory that was never dropped.
 pub(crate) fn leak_suspended(fiber: Box<Fiber>) {
+    LEAKED_JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::mem::forget(fiber);
 }
 
+/// How many paused jobs this process has given up by leaking their stacks.
+static LEAKED_JOBS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many paused jobs the process has ended by leaking them: their stacks are never freed or
+/// reused, so whatever lives on them stays valid (see [`Job::leak`](crate::Job::leak)).
+pub fn leaked_jobs() -> usize {
+    LEAKED_JOBS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl<R: 'static> crate::job::Job<R> {
+    /// End a paused job without running anything on its stack, and never free or reuse that stack:
+    /// whatever lives on it (a local whose address was published, a pinned value) stays valid for
+    /// the life of the process. This is what OpenSSL does with every job still paused when its thread
+    /// exits. The destructors of what the closure owns do not run. The job is counted in
+    /// [`leaked_jobs`](crate::leaked_jobs).
+    ///
+    /// The C library ends C jobs paused at thread exit this way: whether their frames may be
+    /// abandoned and their memory reused cannot be known.
+    pub fn leak(mut self) {
+        let t = thread();
+        if let Some(fiber) = self.take_fiber_in(t) {
+            leak_suspended(fiber);
+        }
+    }
+
     /// Free a paused job without unwinding its stack: the job's code never runs again, the
     /// destructors of what its closure owns do not run, and the job goes back to the pool for reuse.
     ///

@@ -106,6 +106,7 @@ mod stack;
 mod wait_ctx;
 
 pub use error::Error;
+pub use fiber::leaked_jobs;
 pub use hook::{SwitchHook, set_switch_hook};
 pub use job::{
     Job, JobId, PauseBlock, ResumeError, Resumed, Started, backend, block_pause, current_job,
