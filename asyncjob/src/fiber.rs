@@ -70,10 +70,13 @@ pub(crate) struct ThreadState {
     /// Jobs handed out paused and not yet finished or dropped.
     outstanding: Cell<usize>,
     /// The thread's job pool. `ManuallyDrop` keeps the thread-local free of a destructor; the pool is
-    /// dropped at thread exit by `PoolOwner` instead.
+    /// dropped at thread exit by `ThreadExit` instead.
     pool: ManuallyDrop<RefCell<Option<Pool>>>,
-    /// Set once `PoolOwner` has run: no new pool may be made, it would never be freed.
-    pool_torn_down: Cell<bool>,
+    /// Set once the thread is known to be exiting: `ThreadExit` has run, or a paused job was dropped
+    /// from inside the thread's thread-local destructors. From then on no job runs again on this
+    /// thread (a paused job may borrow a thread-local that is already destroyed), the thread is never
+    /// prepared again and no new pool is made (it would never be freed).
+    exiting: Cell<bool>,
 }
 
 thread_local! {
@@ -84,19 +87,19 @@ thread_local! {
             pause_blocked: Cell::new(0),
             outstanding: Cell::new(0),
             pool: ManuallyDrop::new(RefCell::new(None)),
-            pool_torn_down: Cell::new(false),
+            exiting: Cell::new(false),
         }
     };
-    /// Frees the thread's pool when the thread exits; registered when the first pool is made.
-    static POOL_OWNER: PoolOwner = const { PoolOwner };
+    /// Marks the thread as exiting and frees its pool; registered when the first pool is made.
+    static THREAD_EXIT: ThreadExit = const { ThreadExit };
 }
 
-struct PoolOwner;
+struct ThreadExit;
 
-impl Drop for PoolOwner {
+impl Drop for ThreadExit {
     fn drop(&mut self) {
         let pool = THREAD.with(|t| {
-            t.pool_torn_down.set(true);
+            t.exiting.set(true);
             t.pool.borrow_mut().take()
         });
         drop(pool);
@@ -131,6 +134,10 @@ impl ThreadState {
 
     #[cold]
     fn prepare(&self) -> Option<Resumer> {
+        if self.exiting.get() {
+            // The thread's fiber context was released for good; preparing it again would leak it.
+            return None;
+        }
         // SAFETY: prepares the calling thread; idempotent, no other preconditions.
         let raw = unsafe { sys::asyncjob_thread_fiber() };
         let ctx = Resumer(NonNull::new(raw)?);
@@ -209,10 +216,22 @@ impl ThreadState {
 
     /// Whether a pool may still be made on this thread, registering its release at thread exit.
     pub(crate) fn may_make_pool(&self) -> bool {
-        if self.pool_torn_down.get() {
+        if self.exiting.get() {
             return false;
         }
-        POOL_OWNER.try_with(|_| ()).is_ok()
+        THREAD_EXIT.try_with(|_| ()).is_ok()
+    }
+
+    /// Whether the thread is exiting, so that a paused job must never run again. Checked before a
+    /// dropped job is unwound: besides asyncjob's own exit marker, this looks for the thread's
+    /// thread-local destructors on the call stack, because thread-locals registered after asyncjob's
+    /// state are destroyed before that marker is set, and the job may borrow one of them.
+    #[cold]
+    pub(crate) fn exiting_for_drop(&self) -> bool {
+        if !self.exiting.get() && crate::teardown::in_thread_local_destructors() {
+            self.exiting.set(true);
+        }
+        self.exiting.get()
     }
 }
 
@@ -257,15 +276,57 @@ struct Launch {
     run: unsafe fn(*mut (), &Fiber),
 }
 
-/// One job's fiber: its saved context, its stack and the job data. Always boxed, because the shim
-/// keeps its address.
+/// One job's fiber: its saved context, its stack and the job data. Owned through a [`FiberBox`],
+/// because the shim and the code running on the fiber keep its address.
 pub(crate) struct Fiber {
     raw: Cell<*mut sys::asyncjob_fiber>,
     stack: Stack,
     resumer: Cell<*mut sys::asyncjob_fiber>,
     output: Cell<*mut ()>,
     cancelling: Cell<bool>,
+    /// Whether the thread was panicking when control last entered the fiber, so that `pause` can
+    /// tell a panic unwinding the job itself from one unwinding the resumer.
+    entered_panicking: Cell<bool>,
     pub(crate) data: JobData,
+}
+
+/// The owner of a heap-allocated [`Fiber`], which may be moved around (into a `Job`, the pool)
+/// while code on the fiber's own stack holds `&Fiber` to the same memory.
+///
+/// A `Box<Fiber>` would assert unique access on every move (it is `noalias`), which the fiber's own
+/// code contradicts; this pointer asserts nothing, and all access goes through shared references to
+/// `Cell`s. The memory is freed only when the owner drops it, and never while the fiber runs.
+pub(crate) struct FiberBox(NonNull<Fiber>);
+
+impl std::ops::Deref for FiberBox {
+    type Target = Fiber;
+
+    #[inline]
+    fn deref(&self) -> &Fiber {
+        // SAFETY: the pointer came from `Box::into_raw` in `FiberBox::new` and stays valid until this
+        // owner drops it; only shared references are ever made from it.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl FiberBox {
+    fn new(fiber: Fiber) -> FiberBox {
+        FiberBox(NonNull::from(Box::leak(Box::new(fiber))))
+    }
+
+    /// Give up the fiber for ever: its memory and its stack stay allocated, so whatever lives on the
+    /// stack stays valid for the life of the process.
+    fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FiberBox {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::leak` in `new`, dropped once here. A fiber is dropped only while it
+        // is not running (idle in a pool, or finished), so no reference to it is alive.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 impl std::fmt::Debug for Fiber {
@@ -279,14 +340,15 @@ impl std::fmt::Debug for Fiber {
 impl Fiber {
     /// A new fiber with a stack from the process's allocator, or `None` when no stack or fiber can be
     /// had.
-    pub(crate) fn create(data: JobData) -> Option<Box<Fiber>> {
+    pub(crate) fn create(data: JobData) -> Option<FiberBox> {
         let stack = allocate_stack()?;
-        let fiber = Box::new(Fiber {
+        let fiber = FiberBox::new(Fiber {
             raw: Cell::new(ptr::null_mut()),
             stack,
             resumer: Cell::new(ptr::null_mut()),
             output: Cell::new(ptr::null_mut()),
             cancelling: Cell::new(false),
+            entered_panicking: Cell::new(false),
             data,
         });
         fiber.make_context().then_some(fiber)
@@ -369,6 +431,7 @@ impl Fiber {
         self.output
             .set((&mut output as *mut Option<thread::Result<R>>).cast());
         self.resumer.set(from.0.as_ptr());
+        self.entered_panicking.set(thread::panicking());
         let previous = t.running.replace(self as *const Fiber);
         // SAFETY: `from` is the context running now (the caller passes `running_context()`), and this
         // fiber is suspended or fresh: it is owned by the caller and not running anywhere. `output`
@@ -385,12 +448,17 @@ impl Fiber {
         }
     }
 
-    /// Called on this fiber's own stack: hand control back to the resumer until woken.
+    /// Called on this fiber's own stack: hand control back to the resumer until woken. Returns
+    /// `None` without switching while the job itself unwinds (from a panic or its cancellation): the
+    /// thread's panic count is per thread, and a switch would carry it to the resumer.
     #[inline]
-    pub(crate) fn suspend(&self) -> Wake {
+    pub(crate) fn suspend(&self) -> Option<Wake> {
+        if thread::panicking() && (self.cancelling.get() || !self.entered_panicking.get()) {
+            return None;
+        }
         if self.cancelling.get() {
             // The job caught the cancellation unwind and tried to pause again: keep unwinding.
-            return Wake::Cancel;
+            return Some(Wake::Cancel);
         }
         // SAFETY: this fiber is the one running (its own code calls this), and the resumer is
         // suspended inside `switch_in`, waiting for exactly this switch.
@@ -403,9 +471,9 @@ impl Fiber {
         } as usize;
         if wake == WAKE_CANCEL {
             self.cancelling.set(true);
-            Wake::Cancel
+            Some(Wake::Cancel)
         } else {
-            Wake::Resume
+            Some(Wake::Resume)
         }
     }
 
@@ -441,9 +509,9 @@ impl Drop for Fiber {
 /// Give up a paused job whose stack cannot be unwound (no unwinding in `panic = "abort"` builds, or
 /// the thread's state is gone): its stack is leaked, never reused, so whatever lives on it stays
 /// valid for ever, as `Pin` requires of memory that was never dropped.
-pub(crate) fn leak_suspended(fiber: Box<Fiber>) {
+pub(crate) fn leak_suspended(fiber: FiberBox) {
     LEAKED_JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::mem::forget(fiber);
+    fiber.leak();
 }
 
 /// How many paused jobs this process has given up by leaking their stacks.
@@ -537,7 +605,9 @@ fn align_custom(memory: &StackMemory) -> (*mut u8, usize) {
 
 /// Entry point of every job fiber: run one job after another, for as long as the fiber lives.
 extern "C" fn fiber_root(arg: *mut c_void, first: *mut c_void) {
-    // SAFETY: `arg` is the boxed `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber.
+    // SAFETY: `arg` is the `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber. Its
+    // owner is a `FiberBox`, which asserts no uniqueness, so this shared reference may coexist with
+    // the owner's moves and with other shared references.
     let fiber = unsafe { &*arg.cast::<Fiber>() };
     let mut message = first;
     loop {
@@ -560,6 +630,23 @@ extern "C" fn fiber_root(arg: *mut c_void, first: *mut c_void) {
     }
 }
 
+/// Aborts the process when dropped during an unwind that is not a Rust panic: glibc's forced unwind
+/// of `pthread_exit` or `pthread_cancel` called inside a job. That unwind cannot go on past the job's
+/// stack to the thread's own frames, and catching it is fatal too (glibc aborts when its exception is
+/// not rethrown), so the process stops here with a message saying why. Forgotten on every other path.
+struct AbortOnForeignUnwind;
+
+impl Drop for AbortOnForeignUnwind {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            crate::abort_with(
+                "pthread_exit or pthread_cancel (a forced unwind) inside a job: a thread cannot \
+                 exit from a job's stack",
+            );
+        }
+    }
+}
+
 /// Runs one job on its fiber's stack.
 ///
 /// # Safety
@@ -570,7 +657,12 @@ unsafe fn run_job<F: FnOnce() -> R, R>(closure: *mut (), fiber: &Fiber) {
     // SAFETY: guaranteed by the caller; the closure is moved onto this stack before the first pause,
     // so the resumer's copy may go away afterwards.
     let f = unsafe { (*closure.cast::<Option<F>>()).take() }.expect("the closure is launched once");
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        let foreign = AbortOnForeignUnwind;
+        let r = f();
+        std::mem::forget(foreign);
+        r
+    }));
     let output = fiber.output.get().cast::<Option<thread::Result<R>>>();
     // SAFETY: whoever resumed this job last (start or resume of a `Job<R>` with the same `R`) set the
     // output slot and waits in `switch_in` until this fiber switches out.

@@ -5,6 +5,9 @@ use std::sync::OnceLock;
 
 /// Code that must run on every switch into and out of a job.
 ///
+/// A hook must not panic: it runs while a job is between its stack and its handle, where no unwind
+/// can leave the job in a sound state, so a panic from `enter` or `leave` aborts the process.
+///
 /// The C library uses it to give each job its own default `OSSL_LIB_CTX`, as OpenSSL does inside
 /// `ASYNC_start_job`: the job word holds the job's saved state between runs.
 pub trait SwitchHook: Send + Sync + 'static {
@@ -28,4 +31,32 @@ pub fn set_switch_hook(hook: &'static dyn SwitchHook) -> bool {
 #[inline]
 pub(crate) fn hook() -> Option<&'static dyn SwitchHook> {
     HOOK.get().copied()
+}
+
+/// Calls [`SwitchHook::enter`], aborting the process if it panics.
+#[inline]
+pub(crate) fn enter(hook: &dyn SwitchHook, job_word: usize, first_entry: bool) -> usize {
+    let abort = AbortOnHookPanic;
+    let token = hook.enter(job_word, first_entry);
+    std::mem::forget(abort);
+    token
+}
+
+/// Calls [`SwitchHook::leave`], aborting the process if it panics.
+#[inline]
+pub(crate) fn leave(hook: &dyn SwitchHook, caller_token: usize) -> usize {
+    let abort = AbortOnHookPanic;
+    let word = hook.leave(caller_token);
+    std::mem::forget(abort);
+    word
+}
+
+/// Dropped only when a hook unwinds: the job's fiber is then a local of `start` or `resume`, and
+/// unwinding would free its stack under frames that are still live (or lose a paused job).
+struct AbortOnHookPanic;
+
+impl Drop for AbortOnHookPanic {
+    fn drop(&mut self) {
+        crate::abort_with("a SwitchHook panicked while switching into or out of a job");
+    }
 }

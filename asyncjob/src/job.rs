@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::panic;
 
 use crate::error::Error;
-use crate::fiber::{self, Exit, Fiber, ThreadState, Wake};
+use crate::fiber::{self, Exit, Fiber, FiberBox, ThreadState, Wake};
 use crate::hook;
 use crate::pool::{self, Take};
 use crate::wait_ctx::WaitCtx;
@@ -130,7 +130,7 @@ type NotSendOf<R> = PhantomData<(*const (), fn() -> R)>;
 /// owns, and returns the job to the pool. (When the program is built with `panic = "abort"` there is
 /// no unwinding: the stack is then freed without running those destructors.)
 pub struct Job<R: 'static> {
-    fiber: Option<Box<Fiber>>,
+    fiber: Option<FiberBox>,
     _not_send: NotSendOf<R>,
 }
 
@@ -172,10 +172,10 @@ where
     };
     *fiber.data.wait_ctx.borrow_mut() = wait_ctx.cloned();
     let hook = hook::hook();
-    let token = hook.map(|h| h.enter(0, true));
+    let token = hook.map(|h| hook::enter(h, 0, true));
     let exit = fiber.launch::<F, R>(t, from, f);
     if let (Some(h), Some(token)) = (hook, token) {
-        fiber.data.hook_word.set(h.leave(token));
+        fiber.data.hook_word.set(hook::leave(h, token));
     }
     Ok(match settle(t, fiber, exit) {
         Resumed::Finished(r) => Started::Finished(r),
@@ -186,7 +186,7 @@ where
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
 #[inline]
-fn settle<R: 'static>(t: &ThreadState, fiber: Box<Fiber>, exit: Exit<R>) -> Resumed<R> {
+fn settle<R: 'static>(t: &ThreadState, fiber: FiberBox, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
@@ -239,7 +239,7 @@ impl<R: 'static> Job<R> {
     }
 
     /// Take the fiber out of a paused handle, which then ends without doing anything.
-    pub(crate) fn take_fiber_in(&mut self, t: &ThreadState) -> Option<Box<Fiber>> {
+    pub(crate) fn take_fiber_in(&mut self, t: &ThreadState) -> Option<FiberBox> {
         let fiber = self.fiber.take();
         if fiber.is_some() {
             t.count_outstanding(-1);
@@ -257,10 +257,10 @@ fn switch_with_hook<R: 'static>(
     wake: Wake,
 ) -> Exit<R> {
     let hook = hook::hook();
-    let token = hook.map(|h| h.enter(fiber.data.hook_word.get(), false));
+    let token = hook.map(|h| hook::enter(h, fiber.data.hook_word.get(), false));
     let exit = fiber.resume::<R>(t, from, wake);
     if let (Some(h), Some(token)) = (hook, token) {
-        fiber.data.hook_word.set(h.leave(token));
+        fiber.data.hook_word.set(hook::leave(h, token));
     }
     exit
 }
@@ -276,7 +276,9 @@ impl<R: 'static> Drop for Job<R> {
         let Some(fiber) = self.take_fiber_in(t) else {
             return;
         };
-        if cfg!(panic = "unwind") {
+        // Once the thread is exiting, a job may borrow thread-locals that are already destroyed:
+        // it never runs again, and its stack is leaked (OpenSSL leaks such jobs too).
+        if cfg!(panic = "unwind") && !t.exiting_for_drop() {
             if let Some(from) = t.running_context() {
                 // The job unwinds to its root and finishes; whatever its closure owned is dropped
                 // on the way. The result (a caught cancellation, or a value) is dropped too; a
@@ -296,7 +298,7 @@ impl<R: 'static> Drop for Job<R> {
 /// Return a job that is done (finished, cancelled or discarded) to the pool, letting go of its wait
 /// context.
 #[inline]
-pub(crate) fn release_finished(t: &ThreadState, fiber: Box<Fiber>) {
+pub(crate) fn release_finished(t: &ThreadState, fiber: FiberBox) {
     let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
     fiber.data.hook_word.set(0);
     pool::give_back(t, fiber);
@@ -310,11 +312,13 @@ pub(crate) fn release_finished(t: &ThreadState, fiber: Box<Fiber>) {
 /// the current round of its wait context ends and `pause` returns.
 ///
 /// Outside a job, and while pausing is blocked ([`block_pause`]), this does nothing and returns at
-/// once, as in OpenSSL.
+/// once, as in OpenSSL. It also returns at once while the job itself is unwinding, from a panic or
+/// from its cancellation (a destructor that pauses): the thread's panic state cannot be carried to
+/// whoever resumed the job.
 ///
 /// If the job's handle is dropped while it is paused, `pause` does not return: it unwinds the job
 /// (running its destructors), as a panic would. Code that catches panics inside a job should let this
-/// unwind continue.
+/// unwind continue: a job that catches it and pauses again is unwound again.
 #[inline]
 pub fn pause() {
     let t = fiber::thread();
@@ -323,7 +327,7 @@ pub fn pause() {
     }
     let woken = t.with_running(|running| {
         let fiber = running?;
-        let wake = fiber.suspend();
+        let wake = fiber.suspend()?;
         if wake == Wake::Resume {
             if let Some(ctx) = fiber.data.wait_ctx.borrow().as_ref() {
                 ctx.start_new_round();

@@ -103,6 +103,7 @@ mod hook;
 mod job;
 mod pool;
 mod stack;
+mod teardown;
 mod wait_ctx;
 
 pub use error::Error;
@@ -117,3 +118,10 @@ pub use stack::{
     DEFAULT_STACK_SIZE, StackAllocator, StackMemory, set_stack_allocator, stack_allocator_locked,
 };
 pub use wait_ctx::{AsyncFd, FdCleanup, WaitCallback, WaitCtx, WaitKey};
+
+/// End the process at once with a message, for states that no unwind can leave soundly.
+#[cold]
+fn abort_with(why: &str) -> ! {
+    eprintln!("asyncjob: {why}; aborting");
+    std::process::abort()
+}

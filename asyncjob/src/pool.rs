@@ -1,7 +1,7 @@
 //! The per-thread job pool (`ASYNC_init_thread` / `ASYNC_cleanup_thread`).
 
 use crate::error::Error;
-use crate::fiber::{self, Fiber};
+use crate::fiber::{self, Fiber, FiberBox};
 use crate::job::JobData;
 
 /// A snapshot of the calling thread's pool, for monitoring and tests.
@@ -17,10 +17,9 @@ pub struct PoolStats {
 }
 
 pub(crate) struct Pool {
-    /// Last in, first out: the job that finished last is the next one handed out. Boxed because the
-    /// fiber shim and `JobId` keep each job's address.
-    #[allow(clippy::vec_box)]
-    idle: Vec<Box<Fiber>>,
+    /// Last in, first out: the job that finished last is the next one handed out. On the heap because
+    /// the fiber shim and `JobId` keep each job's address.
+    idle: Vec<FiberBox>,
     created: usize,
     max_size: usize,
 }
@@ -100,7 +99,7 @@ pub fn pool_stats() -> Option<PoolStats> {
 
 /// What taking a job from the pool gave.
 pub(crate) enum Take {
-    Job(Box<Fiber>),
+    Job(FiberBox),
     /// The pool is at its limit and every job is in use (`ASYNC_NO_JOBS`).
     Exhausted,
 }
@@ -142,7 +141,7 @@ pub(crate) fn take_job(t: &fiber::ThreadState) -> Result<Take, Error> {
 
 /// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
 #[inline]
-pub(crate) fn give_back(t: &fiber::ThreadState, fiber: Box<Fiber>) {
+pub(crate) fn give_back(t: &fiber::ThreadState, fiber: FiberBox) {
     let leftover = match t.pool().borrow_mut().as_mut() {
         Some(pool) => {
             pool.idle.push(fiber);

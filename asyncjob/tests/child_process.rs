@@ -113,3 +113,82 @@ fn the_man_page_example_prints_the_eight_expected_lines() {
                     Finishing\n";
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
+
+/// A switch hook that panics when control leaves a job. Before the fix the panic dropped the paused
+/// job's fiber and freed its stack under live frames (a `Job::discard` reached from safe code).
+struct PanickingHook;
+impl asyncjob::SwitchHook for PanickingHook {
+    fn enter(&self, _job_word: usize, _first_entry: bool) -> usize {
+        0
+    }
+    fn leave(&self, _token: usize) -> usize {
+        panic!("hook panics on leave")
+    }
+}
+static PANICKING_HOOK: PanickingHook = PanickingHook;
+
+#[test]
+fn a_panicking_switch_hook_aborts_the_process_with_a_message() {
+    if role().as_deref() == Some("hook") {
+        assert!(asyncjob::set_switch_hook(&PANICKING_HOOK));
+        let caught = std::panic::catch_unwind(|| {
+            let _ = asyncjob::start(None, || {
+                let pinned = [7u8; 64];
+                asyncjob::pause();
+                std::hint::black_box(&pinned);
+            });
+        });
+        println!("survived the hook's panic: {}", caught.is_err());
+        return;
+    }
+    let out = child(
+        "a_panicking_switch_hook_aborts_the_process_with_a_message",
+        "hook",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("survived"),
+        "the process went on: {stdout}"
+    );
+    assert!(!out.status.success());
+    assert!(stderr.contains("hook panics on leave"), "{stderr}");
+    assert!(
+        stderr.contains("asyncjob: a SwitchHook panicked"),
+        "a clear message, got: {stderr}"
+    );
+}
+
+/// `pthread_exit` inside a job starts glibc's forced unwind. It cannot continue past the job's stack,
+/// and before the fix the job's root caught it and glibc aborted with "FATAL: exception not rethrown".
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn pthread_exit_inside_a_job_aborts_with_a_message() {
+    if role().as_deref() == Some("pthread_exit") {
+        let t = std::thread::spawn(|| {
+            let _ = asyncjob::start(None, || {
+                // SAFETY: ends the calling thread; nothing on this thread is used afterwards.
+                unsafe { libc::pthread_exit(std::ptr::null_mut()) }
+            });
+            println!("start returned");
+        });
+        let _ = t.join();
+        println!("the process went on");
+        return;
+    }
+    let out = child(
+        "pthread_exit_inside_a_job_aborts_with_a_message",
+        "pthread_exit",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("the process went on"), "{stdout}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr.contains("asyncjob: pthread_exit or pthread_cancel"),
+        "a clear message, got: {stderr}"
+    );
+}

@@ -582,36 +582,6 @@ fn each_thread_has_its_own_pool_and_block_counter() {
 }
 
 #[test]
-fn a_paused_job_left_in_thread_local_storage_is_unwound_when_the_thread_exits() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    struct SendCounter(Arc<AtomicUsize>);
-    impl Drop for SendCounter {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    thread_local! { static KEEP: RefCell<Option<Job<()>>> = const { RefCell::new(None) }; }
-    let drops = Arc::new(AtomicUsize::new(0));
-    let d = drops.clone();
-    std::thread::spawn(move || {
-        asyncjob::init_thread(4, 4).unwrap();
-        let job = paused(asyncjob::start(None, move || {
-            let _x = SendCounter(d);
-            asyncjob::pause();
-        }));
-        KEEP.with(|k| *k.borrow_mut() = Some(job));
-    })
-    .join()
-    .unwrap();
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        1,
-        "the job's stack was unwound at thread exit"
-    );
-}
-
-#[test]
 fn job_without_a_wait_ctx_pauses_and_resumes() {
     // OpenSSL dereferences the NULL wait ctx when such a job is resumed.
     let job = paused(asyncjob::start(None, || {
