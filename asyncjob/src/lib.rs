@@ -115,7 +115,8 @@ pub use job::{
 };
 pub use pool::{PoolStats, cleanup_thread, init_thread, pool_stats};
 pub use stack::{
-    DEFAULT_STACK_SIZE, StackAllocator, StackMemory, set_stack_allocator, stack_allocator_locked,
+    DEFAULT_STACK_SIZE, MIN_STACK_GUARD, StackAllocator, StackMemory, set_stack_allocator,
+    stack_allocator_locked,
 };
 pub use wait_ctx::{AsyncFd, FdCleanup, WaitCallback, WaitCtx, WaitKey};
 

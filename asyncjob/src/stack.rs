@@ -15,6 +15,10 @@ use crate::error::Error;
 /// with no guard.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
+/// The least guard region a [`StackAllocator`] must leave inaccessible below each stack: one 4 KiB page.
+/// The default allocator leaves far more (see [`DEFAULT_STACK_SIZE`]).
+pub const MIN_STACK_GUARD: usize = 4096;
+
 /// Memory handed out by a [`StackAllocator`]: `size` bytes starting at `base` (the lowest address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackMemory {
@@ -29,9 +33,19 @@ pub struct StackMemory {
 /// # Safety
 ///
 /// `allocate` must return memory that is readable and writable for `size` bytes, that nothing else
-/// uses until it is passed back to `release`, and that stays valid until then. asyncjob runs code on
-/// it, so a too-small stack overflows; unlike the default allocator, custom memory has no guard page
-/// unless the allocator arranges one.
+/// uses until it is passed back to `release`, and that stays valid until then.
+///
+/// **A guard region below the stack.** Stacks grow down, towards `base`. Directly below `base` there
+/// must be at least [`MIN_STACK_GUARD`] bytes that fault on any access (a `PROT_NONE` mapping, say),
+/// for as long as the stack is handed out: a job that outgrows its stack then faults there instead of
+/// writing over whatever lies below. Safe Rust code inside a job relies on it, because unbounded
+/// recursion is safe Rust; Rust probes each frame larger than a page, so it always reaches the guard.
+/// C code reaches it only frame by frame: a C frame larger than the guard (a big array or `alloca`)
+/// can jump it unless the C code is built with `-fstack-clash-protection`.
+///
+/// An allocator that cannot give a guard region, such as one built on C `malloc` (what OpenSSL's
+/// `ASYNC_set_mem_functions` accepts), may be installed only by code that guarantees that no job
+/// ever outgrows its stack; that is the burden OpenSSL puts on its C callers.
 pub unsafe trait StackAllocator: Send + Sync + 'static {
     /// A new stack, or `None` when none can be had (the job is then not created: `start` reports
     /// [`Started::NoJobs`](crate::Started::NoJobs), pre-creation in `init_thread` stops). The allocator
@@ -42,12 +56,12 @@ pub unsafe trait StackAllocator: Send + Sync + 'static {
 }
 
 /// The allocator fixed for the life of the process at the first stack allocation.
-pub(crate) enum Allocator {
+pub(crate) enum Allocator<'a> {
     Default,
-    Custom(Box<dyn StackAllocator>),
+    Custom(&'a dyn StackAllocator),
 }
 
-impl fmt::Debug for Allocator {
+impl fmt::Debug for Allocator<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Allocator::Default => f.write_str("Default"),
@@ -56,8 +70,49 @@ impl fmt::Debug for Allocator {
     }
 }
 
-static PENDING: Mutex<Option<Box<dyn StackAllocator>>> = Mutex::new(None);
-static FIXED: OnceLock<Allocator> = OnceLock::new();
+/// The process's allocator: replaceable until first used, then fixed for ever.
+static ALLOCATOR: FixedOnUse<Box<dyn StackAllocator>> = FixedOnUse::new();
+
+/// A value that may be set and replaced until it is first used, and is fixed from then on: either a
+/// custom value or, if none was set, the default.
+struct FixedOnUse<T> {
+    pending: Mutex<Option<T>>,
+    fixed: OnceLock<Option<T>>,
+}
+
+impl<T> FixedOnUse<T> {
+    const fn new() -> Self {
+        FixedOnUse {
+            pending: Mutex::new(None),
+            fixed: OnceLock::new(),
+        }
+    }
+
+    /// Set (or replace) the value; refused once it was used.
+    fn set(&self, value: T) -> Result<(), T> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if self.fixed.get().is_some() {
+            return Err(value);
+        }
+        *pending = Some(value);
+        Ok(())
+    }
+
+    fn is_fixed(&self) -> bool {
+        self.fixed.get().is_some()
+    }
+
+    /// The value in force, fixing it on first use; `None` for the default.
+    fn get(&self) -> Option<&T> {
+        if let Some(fixed) = self.fixed.get() {
+            return fixed.as_ref();
+        }
+        // The pending value is taken and published under the lock: a `set` either comes before and
+        // is taken, or comes after and sees the value fixed. Never accepted and then ignored.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.fixed.get_or_init(|| pending.take()).as_ref()
+    }
+}
 
 /// Install the allocator every job stack of the process will come from (`ASYNC_set_mem_functions`).
 ///
@@ -69,27 +124,59 @@ pub fn set_stack_allocator(allocator: Box<dyn StackAllocator>) -> Result<(), Err
     if !crate::fiber::uses_caller_stacks() {
         return Err(Error::Unsupported);
     }
-    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    if FIXED.get().is_some() {
-        return Err(Error::AllocatorLocked);
-    }
-    *pending = Some(allocator);
-    Ok(())
+    ALLOCATOR
+        .set(allocator)
+        .map_err(|_refused| Error::AllocatorLocked)
 }
 
 /// True once a job stack has been allocated in this process, so that the allocator can no longer be
 /// changed.
 pub fn stack_allocator_locked() -> bool {
-    FIXED.get().is_some()
+    ALLOCATOR.is_fixed()
 }
 
 /// The process's allocator, fixed on first use.
-pub(crate) fn allocator() -> &'static Allocator {
-    FIXED.get_or_init(|| {
-        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.take() {
-            Some(custom) => Allocator::Custom(custom),
-            None => Allocator::Default,
+pub(crate) fn allocator() -> Allocator<'static> {
+    match ALLOCATOR.get() {
+        Some(custom) => Allocator::Custom(custom.as_ref()),
+        None => Allocator::Default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FixedOnUse;
+    use std::sync::Barrier;
+
+    /// `set` racing the first `get`: whatever `set` accepted is what `get` fixes. Before the fix the
+    /// pending value was taken under the lock but published after it, so a `set` in between was
+    /// accepted and then ignored.
+    #[test]
+    fn a_value_accepted_by_set_is_never_ignored() {
+        let mut ignored = 0;
+        for _ in 0..2000 {
+            let cell = FixedOnUse::<u32>::new();
+            let barrier = Barrier::new(2);
+            let (last_accepted, fixed) = std::thread::scope(|s| {
+                let setter = s.spawn(|| {
+                    barrier.wait();
+                    let mut last = None;
+                    for v in 1.. {
+                        match cell.set(v) {
+                            Ok(()) => last = Some(v),
+                            Err(_) => return last,
+                        }
+                    }
+                    unreachable!()
+                });
+                barrier.wait();
+                let fixed = cell.get().copied();
+                (setter.join().unwrap(), fixed)
+            });
+            if last_accepted.is_some() && fixed != last_accepted {
+                ignored += 1;
+            }
         }
-    })
+        assert_eq!(ignored, 0, "values accepted by set and then ignored");
+    }
 }
