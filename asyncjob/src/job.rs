@@ -127,8 +127,10 @@ type NotSendOf<R> = PhantomData<(*const (), fn() -> R)>;
 /// so the stale-handle corruption of OpenSSL cannot be expressed.
 ///
 /// Dropping a paused job unwinds its stack, which runs the destructors of everything its closure
-/// owns, and returns the job to the pool. (When the program is built with `panic = "abort"` there is
-/// no unwinding: the stack is then freed without running those destructors.)
+/// owns, and returns the job to the pool. Where it cannot be unwound soundly, it is leaked instead
+/// (its stack is never freed or reused, and counted in [`leaked_jobs`](crate::leaked_jobs)): in a
+/// `panic = "abort"` build, and once its thread is exiting, when thread-locals that the job may
+/// borrow can already be destroyed. OpenSSL leaks every job paused at thread exit.
 pub struct Job<R: 'static> {
     fiber: Option<FiberBox>,
     _not_send: NotSendOf<R>,

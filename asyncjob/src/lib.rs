@@ -76,6 +76,17 @@
 //! [`start`]/[`Job::resume`]; the job returns to the pool. Dropping a paused [`Job`] unwinds its stack,
 //! so everything its closure owns is dropped, and returns the job to the pool.
 //!
+//! The rules at the edges, each of them tested:
+//! - While a job unwinds (from a panic, or because its handle was dropped), [`pause`] returns at
+//!   once: a destructor that pauses cannot carry the thread's panic state to the resumer.
+//! - Once the thread is exiting (its thread-local destructors have begun), a paused job never runs
+//!   again: dropping it leaks it (counted by [`leaked_jobs`]), and starting or resuming is refused
+//!   with [`Error::ThreadSetup`] once asyncjob's own state is gone. On glibc the drop recognises every
+//!   thread-local destructor; elsewhere, those that run after asyncjob's own (thread-locals first
+//!   used before the thread's first job).
+//! - A [`SwitchHook`] that panics, and `pthread_exit` or `pthread_cancel` inside a job, abort the
+//!   process with a message: neither can unwind soundly past a job's stack.
+//!
 //! # Deliberate deviations from OpenSSL
 //!
 //! Wherever OpenSSL's behaviour is defined, asyncjob does the same. Where OpenSSL crashes, corrupts
