@@ -14,6 +14,7 @@ use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::thread;
 
 use asyncjob_sys as sys;
@@ -287,6 +288,8 @@ pub(crate) struct Fiber {
     /// Whether the thread was panicking when control last entered the fiber, so that `pause` can
     /// tell a panic unwinding the job itself from one unwinding the resumer.
     entered_panicking: Cell<bool>,
+    /// The next leaked fiber, once this one is leaked (see `FiberBox::leak`).
+    next_leaked: Cell<*mut Fiber>,
     pub(crate) data: JobData,
 }
 
@@ -315,9 +318,22 @@ impl FiberBox {
     }
 
     /// Give up the fiber for ever: its memory and its stack stay allocated, so whatever lives on the
-    /// stack stays valid for the life of the process.
+    /// stack stays valid for the life of the process. Leaked fibers are chained from a global list, so
+    /// that leak checkers see them as still reachable, not lost.
     fn leak(self) {
+        let fiber = self.0.as_ptr();
         std::mem::forget(self);
+        let mut head = LEAKED.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the fiber is alive for ever now, and only this thread can reach it until the
+            // exchange below publishes it; `next_leaked` is never read.
+            unsafe { (*fiber).next_leaked.set(head) };
+            match LEAKED.compare_exchange_weak(head, fiber, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        LEAKED_JOBS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -349,6 +365,7 @@ impl Fiber {
             output: Cell::new(ptr::null_mut()),
             cancelling: Cell::new(false),
             entered_panicking: Cell::new(false),
+            next_leaked: Cell::new(ptr::null_mut()),
             data,
         });
         fiber.make_context().then_some(fiber)
@@ -510,17 +527,18 @@ impl Drop for Fiber {
 /// the thread's state is gone): its stack is leaked, never reused, so whatever lives on it stays
 /// valid for ever, as `Pin` requires of memory that was never dropped.
 pub(crate) fn leak_suspended(fiber: FiberBox) {
-    LEAKED_JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     fiber.leak();
 }
 
+/// Every leaked fiber, chained through `next_leaked`.
+static LEAKED: AtomicPtr<Fiber> = AtomicPtr::new(ptr::null_mut());
 /// How many paused jobs this process has given up by leaking their stacks.
-static LEAKED_JOBS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LEAKED_JOBS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many paused jobs the process has ended by leaking them: their stacks are never freed or
 /// reused, so whatever lives on them stays valid (see [`Job::leak`](crate::Job::leak)).
 pub fn leaked_jobs() -> usize {
-    LEAKED_JOBS.load(std::sync::atomic::Ordering::Relaxed)
+    LEAKED_JOBS.load(Ordering::Relaxed)
 }
 
 impl<R: 'static> crate::job::Job<R> {
