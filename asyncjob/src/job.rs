@@ -1,24 +1,16 @@
 //! Starting, pausing, resuming and finishing jobs (`ASYNC_start_job`, `ASYNC_pause_job`, ...).
 
-use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic;
 
 use crate::error::Error;
-use crate::fiber::{self, Exit, Fiber, FiberBox, ThreadState, Wake};
+use crate::fiber::{self, Exit, Resumer, Wake};
 use crate::hook;
-use crate::pool::{self, Take};
+use crate::pool::{JobBox, JobFiber};
+use crate::thread::{self, ThreadState};
 use crate::wait_ctx::WaitCtx;
-
-/// What a job keeps between its runs, besides its stack.
-#[derive(Default)]
-pub(crate) struct JobData {
-    wait_ctx: RefCell<Option<WaitCtx>>,
-    /// The switch hook's saved word (the job's default `OSSL_LIB_CTX` in the C library).
-    hook_word: Cell<usize>,
-}
 
 /// Unwind payload that tears down a job whose handle was dropped while it was paused.
 struct CancelJob;
@@ -42,8 +34,8 @@ impl JobId {
         self.0 as usize
     }
 
-    fn of(fiber: &Fiber) -> Self {
-        JobId((fiber as *const Fiber).cast())
+    fn of(fiber: &JobFiber) -> Self {
+        JobId((fiber as *const JobFiber).cast())
     }
 }
 
@@ -132,7 +124,7 @@ type NotSendOf<R> = PhantomData<(*const (), fn() -> R)>;
 /// `panic = "abort"` build, and once its thread is exiting, when thread-locals that the job may
 /// borrow can already be destroyed. OpenSSL leaks every job paused at thread exit.
 pub struct Job<R: 'static> {
-    fiber: Option<FiberBox>,
+    fiber: Option<JobBox>,
     _not_send: NotSendOf<R>,
 }
 
@@ -166,16 +158,17 @@ where
     F: FnOnce() -> R + 'static,
     R: 'static,
 {
-    let t = fiber::thread();
+    let t = thread::thread();
     let from = t.resumer()?;
-    let fiber = match pool::take_job(t)? {
-        Take::Job(fiber) => fiber,
-        Take::Exhausted => return Ok(Started::NoJobs(f)),
+    let Some(fiber) = t.take_job()? else {
+        return Ok(Started::NoJobs(f));
     };
     *fiber.data.wait_ctx.borrow_mut() = wait_ctx.cloned();
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, 0, true));
-    let exit = fiber.launch::<F, R>(t, from, f);
+    // SAFETY: `from` is the thread's own context, running now (`resumer` refuses inside a job), and
+    // a job from the pool is idle.
+    let exit = t.run_in(&fiber, || unsafe { fiber.launch::<F, R>(from, f) });
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(hook::leave(h, token));
     }
@@ -188,7 +181,7 @@ where
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
 #[inline]
-fn settle<R: 'static>(t: &ThreadState, fiber: FiberBox, exit: Exit<R>) -> Resumed<R> {
+fn settle<R: 'static>(t: &ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
@@ -218,7 +211,7 @@ impl<R: 'static> Job<R> {
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
     #[inline]
     pub fn resume(mut self) -> Result<Resumed<R>, ResumeError<R>> {
-        let t = fiber::thread();
+        let t = thread::thread();
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),
@@ -241,7 +234,7 @@ impl<R: 'static> Job<R> {
     }
 
     /// Take the fiber out of a paused handle, which then ends without doing anything.
-    pub(crate) fn take_fiber_in(&mut self, t: &ThreadState) -> Option<FiberBox> {
+    fn take_fiber_in(&mut self, t: &ThreadState) -> Option<JobBox> {
         let fiber = self.fiber.take();
         if fiber.is_some() {
             t.count_outstanding(-1);
@@ -250,17 +243,20 @@ impl<R: 'static> Job<R> {
     }
 }
 
-/// Switch into a paused job, with the switch hook around the switch.
+/// Switch into a paused job of result type `R`, from the context running now (`from`), with the
+/// switch hook around the switch.
 #[inline]
 fn switch_with_hook<R: 'static>(
     t: &ThreadState,
-    fiber: &Fiber,
-    from: fiber::Resumer,
+    fiber: &JobFiber,
+    from: Resumer,
     wake: Wake,
 ) -> Exit<R> {
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, fiber.data.hook_word.get(), false));
-    let exit = fiber.resume::<R>(t, from, wake);
+    // SAFETY: the callers pass the context running now, and a job taken out of a paused handle of
+    // type `Job<R>`: suspended in `pause`, launched with a closure returning `R`.
+    let exit = t.run_in(fiber, || unsafe { fiber.resume::<R>(from, wake) });
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(hook::leave(h, token));
     }
@@ -274,7 +270,7 @@ impl<R: 'static> Drop for Job<R> {
             // the hot path).
             return;
         }
-        let t = fiber::thread();
+        let t = thread::thread();
         let Some(fiber) = self.take_fiber_in(t) else {
             return;
         };
@@ -293,17 +289,67 @@ impl<R: 'static> Drop for Job<R> {
             }
         }
         // Without unwinding the job's destructors cannot run, so its stack is never reused.
-        fiber::leak_suspended(fiber);
+        fiber.leak();
     }
+}
+
+impl<R: 'static> Job<R> {
+    /// End a paused job without running anything on its stack, and never free or reuse that stack:
+    /// whatever lives on it (a local whose address was published, a pinned value) stays valid for
+    /// the life of the process. This is what OpenSSL does with every job still paused when its thread
+    /// exits. The destructors of what the closure owns do not run. The job is counted in
+    /// [`leaked_jobs`].
+    ///
+    /// The C library ends C jobs paused at thread exit this way: whether their frames may be
+    /// abandoned and their memory reused cannot be known.
+    pub fn leak(mut self) {
+        let t = thread::thread();
+        if let Some(fiber) = self.take_fiber_in(t) {
+            fiber.leak();
+        }
+    }
+
+    /// Free a paused job without unwinding its stack: the job's code never runs again, the
+    /// destructors of what its closure owns do not run, and the job goes back to the pool for reuse.
+    ///
+    /// Dropping a [`Job`] is the safe way to end a paused job, and [`leak`](Job::leak) the safe way
+    /// not to run it again; this exists for jobs whose stacks hold foreign frames that cannot be
+    /// unwound and whose memory may be reused. OpenSSL has no counterpart.
+    ///
+    /// # Safety
+    ///
+    /// Nothing on the job's stack may rely on being dropped before its memory is reused: no value
+    /// pinned on it (a pinned future, an intrusive list node), no guard whose destructor must run, no
+    /// address of a local published anywhere. A job whose stack holds only C frames and plain data
+    /// that nobody refers to qualifies.
+    pub unsafe fn discard(mut self) {
+        let t = thread::thread();
+        let Some(fiber) = self.take_fiber_in(t) else {
+            return;
+        };
+        // SAFETY: a paused job is suspended; the caller vouches for what lives on its stack.
+        if unsafe { fiber.reset_without_unwinding() } {
+            release_finished(t, fiber);
+        } else {
+            fiber.leak();
+        }
+    }
+}
+
+/// How many paused jobs the process has ended by leaking them ([`Job::leak`], a paused job dropped
+/// once its thread is exiting or in a `panic = "abort"` build): their stacks are never freed or
+/// reused, so whatever lives on them stays valid.
+pub fn leaked_jobs() -> usize {
+    fiber::leaked_fibers()
 }
 
 /// Return a job that is done (finished, cancelled or discarded) to the pool, letting go of its wait
 /// context.
 #[inline]
-pub(crate) fn release_finished(t: &ThreadState, fiber: FiberBox) {
+fn release_finished(t: &ThreadState, fiber: JobBox) {
     let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
     fiber.data.hook_word.set(0);
-    pool::give_back(t, fiber);
+    t.give_back(fiber);
     // Dropped after the job is back in the pool: this may be the context's last handle, and its fd
     // cleanups are user code.
     drop(wait_ctx);
@@ -323,13 +369,14 @@ pub(crate) fn release_finished(t: &ThreadState, fiber: FiberBox) {
 /// unwind continue: a job that catches it and pauses again is unwound again.
 #[inline]
 pub fn pause() {
-    let t = fiber::thread();
+    let t = thread::thread();
     if t.pause_blocked() > 0 {
         return;
     }
     let woken = t.with_running(|running| {
         let fiber = running?;
-        let wake = fiber.suspend()?;
+        // SAFETY: the running job's code is what runs now, on that job's own stack.
+        let wake = unsafe { fiber.suspend() }?;
         if wake == Wake::Resume {
             if let Some(ctx) = fiber.data.wait_ctx.borrow().as_ref() {
                 ctx.start_new_round();
@@ -344,19 +391,19 @@ pub fn pause() {
 
 /// The running job's identity, or `None` outside a job (`ASYNC_get_current_job`).
 pub fn current_job() -> Option<JobId> {
-    fiber::thread().with_running(|running| running.map(JobId::of))
+    thread::thread().with_running(|running| running.map(JobId::of))
 }
 
 /// The running job's wait context (`ASYNC_get_wait_ctx(ASYNC_get_current_job())`): `None` outside a
 /// job or when the job was started without one.
 pub fn current_wait_ctx() -> Option<WaitCtx> {
-    let t = fiber::thread();
+    let t = thread::thread();
     t.with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
 }
 
 /// Whether the running job is being torn down because its handle was dropped.
 pub fn is_cancelling() -> bool {
-    fiber::thread().with_running(|running| running.is_some_and(Fiber::is_cancelling))
+    thread::thread().with_running(|running| running.is_some_and(JobFiber::is_cancelling))
 }
 
 /// Guard returned by [`block_pause`]; dropping it calls [`unblock_pause`].
@@ -390,7 +437,7 @@ impl Drop for PauseBlock {
 /// The count is kept per thread, not per job, as in OpenSSL. Outside a job the call is ignored, so the
 /// returned guard then does nothing either.
 pub fn block_pause() -> PauseBlock {
-    fiber::thread().adjust_pause_block(true);
+    thread::thread().adjust_pause_block(true);
     PauseBlock {
         _not_send: PhantomData,
     }
@@ -398,12 +445,12 @@ pub fn block_pause() -> PauseBlock {
 
 /// Undo one [`block_pause`] (`ASYNC_unblock_pause`). Ignored outside a job; never goes below zero.
 pub fn unblock_pause() {
-    fiber::thread().adjust_pause_block(false);
+    thread::thread().adjust_pause_block(false);
 }
 
 /// The calling thread's pause-block count.
 pub fn pause_blocked_count() -> u32 {
-    fiber::thread().pause_blocked()
+    thread::thread().pause_blocked()
 }
 
 /// Whether this platform can run jobs (`ASYNC_is_capable`).

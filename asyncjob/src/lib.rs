@@ -115,20 +115,22 @@ mod job;
 mod pool;
 mod stack;
 mod teardown;
+mod thread;
 mod wait_ctx;
 
 pub use error::Error;
-pub use fiber::leaked_jobs;
 pub use hook::{SwitchHook, set_switch_hook};
 pub use job::{
     Job, JobId, PauseBlock, ResumeError, Resumed, Started, backend, block_pause, current_job,
-    current_wait_ctx, is_cancelling, is_capable, pause, pause_blocked_count, start, unblock_pause,
+    current_wait_ctx, is_cancelling, is_capable, leaked_jobs, pause, pause_blocked_count, start,
+    unblock_pause,
 };
-pub use pool::{PoolStats, cleanup_thread, init_thread, pool_stats};
+pub use pool::PoolStats;
 pub use stack::{
     DEFAULT_STACK_SIZE, MIN_STACK_GUARD, StackAllocator, StackMemory, set_stack_allocator,
     stack_allocator_locked,
 };
+pub use thread::{cleanup_thread, init_thread, pool_stats};
 pub use wait_ctx::{AsyncFd, FdCleanup, WaitCallback, WaitCtx, WaitKey};
 
 /// End the process at once with a message, for states that no unwind can leave soundly.
