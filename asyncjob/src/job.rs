@@ -289,23 +289,32 @@ impl<R: 'static> Drop for Job<R> {
             }
         }
         // Without unwinding the job's destructors cannot run, so its stack is never reused.
-        fiber.leak();
+        leak_job(fiber);
     }
+}
+
+/// Give up a paused job for ever: its stack is never freed or reused. It lets go of its wait
+/// context, which it can no longer use (any handle on its stack keeps the context alive on its own).
+fn leak_job(fiber: JobBox) {
+    let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+    fiber.leak();
+    // Dropped last: this may be the context's last handle, and its fd cleanups are user code.
+    drop(wait_ctx);
 }
 
 impl<R: 'static> Job<R> {
     /// End a paused job without running anything on its stack, and never free or reuse that stack:
     /// whatever lives on it (a local whose address was published, a pinned value) stays valid for
     /// the life of the process. This is what OpenSSL does with every job still paused when its thread
-    /// exits. The destructors of what the closure owns do not run. The job is counted in
-    /// [`leaked_jobs`].
+    /// exits. The destructors of what the closure owns do not run. The job lets go of its wait
+    /// context, and is counted in [`leaked_jobs`].
     ///
     /// The C library ends C jobs paused at thread exit this way: whether their frames may be
     /// abandoned and their memory reused cannot be known.
     pub fn leak(mut self) {
         let t = thread::thread();
         if let Some(fiber) = self.take_fiber_in(t) {
-            fiber.leak();
+            leak_job(fiber);
         }
     }
 
@@ -331,7 +340,7 @@ impl<R: 'static> Job<R> {
         if unsafe { fiber.reset_without_unwinding() } {
             release_finished(t, fiber);
         } else {
-            fiber.leak();
+            leak_job(fiber);
         }
     }
 }

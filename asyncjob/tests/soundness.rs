@@ -281,3 +281,33 @@ fn a_job_resumed_while_the_caller_unwinds_can_still_pause() {
     assert!(r.is_err());
     assert_eq!(pauses.load(Ordering::SeqCst), 1);
 }
+
+/// A leaked job never runs again, so it lets go of its wait context: the context's fd cleanups run
+/// when the application's last handle goes, as they would for a job that finished.
+#[test]
+fn a_leaked_job_lets_go_of_its_wait_context() {
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let c = cleaned.clone();
+    let ctx = asyncjob::WaitCtx::new();
+    ctx.set_wait_fd(
+        asyncjob::WaitKey::from_addr(1),
+        3 as asyncjob::AsyncFd,
+        std::ptr::null_mut(),
+        Some(Box::new(move |_, _, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let job = paused(asyncjob::start(Some(&ctx), asyncjob::pause));
+    job.leak();
+    assert_eq!(
+        cleaned.load(Ordering::SeqCst),
+        0,
+        "the application still holds the context"
+    );
+    drop(ctx);
+    assert_eq!(
+        cleaned.load(Ordering::SeqCst),
+        1,
+        "the cleanup ran with the last handle"
+    );
+}
