@@ -30,14 +30,14 @@ fail=0
 vg() {
   local name=$1; shift
   local log=$work/vg-$name.log
-  if valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-      --log-file="$log" "$@" > "$work/out-$name.txt"; then
-    :
-  else
-    echo "FAILED: $name (exit $?)"; cat "$log"; cat "$work/out-$name.txt"; fail=1; return
-  fi
+  local rc=0
+  valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    --log-file="$log" "$@" > "$work/out-$name.txt" || rc=$?
   if grep -qE "VALGRIND INTERNAL ERROR|the 'impossible' happened" "$log"; then
     echo "FAILED: $name: Valgrind itself crashed"; cat "$log"; fail=1; return
+  fi
+  if [ "$rc" != 0 ]; then
+    echo "FAILED: $name (exit $rc)"; cat "$log"; cat "$work/out-$name.txt"; fail=1; return
   fi
   local errors definite
   errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -n1)
