@@ -1,5 +1,9 @@
 //! Passes the linker version script to the cdylib link on ELF targets, so that libasyncjob.so exports
 //! exactly the `ASYNC_*` entry points, under the version node that libcrypto's callers expect.
+//!
+//! It also links libasyncjob.so with `-z nodelete`: the first job stack installs a process-wide
+//! SIGSEGV/SIGBUS handler (the stack-overflow reporter) that must stay mapped for the life of the
+//! process, so `dlclose` must not unmap the library (tests/c/dlclose.c).
 
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -20,5 +24,6 @@ fn main() {
             map.display()
         );
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libasyncjob.so");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     }
 }

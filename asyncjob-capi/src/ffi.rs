@@ -23,8 +23,10 @@ const ASYNC_NO_JOBS: c_int = 1;
 const ASYNC_PAUSE: c_int = 2;
 const ASYNC_FINISH: c_int = 3;
 
-/// `int (*func)(void *)`. "C-unwind": when a paused job is dropped (its thread exits), asyncjob
-/// unwinds its stack out of `ASYNC_pause_job` through the job's C frames, which have no destructors.
+/// `int (*func)(void *)`. C jobs are never unwound by this library (a job still paused when its
+/// thread exits is leaked, see `state::Table`). "C-unwind" only so that a forced unwind started by
+/// the application inside a job (`pthread_exit`, `pthread_cancel`) may legally cross the job
+/// function's frames up to the job's root, where asyncjob stops it.
 type JobFn = unsafe extern "C-unwind" fn(*mut c_void) -> c_int;
 type CleanupFn = unsafe extern "C" fn(*mut AsyncWaitCtx, *const c_void, AsyncFd, *mut c_void);
 type CallbackFn = unsafe extern "C" fn(*mut c_void) -> c_int;
@@ -45,6 +47,7 @@ const ERR_R_FATAL: c_int = ERR_RFLAG_FATAL | ERR_RFLAG_COMMON;
 const ASYNC_R_INVALID_POOL_SIZE: c_int = 103;
 /// `ASYNC_R_INIT_FAILED`.
 const ASYNC_R_INIT_FAILED: c_int = 105;
+const ERR_R_MALLOC_FAILURE: c_int = 256 | ERR_R_FATAL;
 const ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED: c_int = 257 | ERR_R_FATAL;
 const ERR_R_PASSED_NULL_PARAMETER: c_int = 258 | ERR_R_FATAL;
 const ERR_R_PASSED_INVALID_ARGUMENT: c_int = 262 | ERR_RFLAG_COMMON;
@@ -558,11 +561,17 @@ const INLINE_ARGS: usize = 256;
 struct InlineArgs([MaybeUninit<u8>; INLINE_ARGS]);
 
 /// The job body for C: copy `size` bytes of `args` (on the job's stack when small), then call `func`.
-fn job_body(func: JobFn, args: *const c_void, size: usize) -> impl FnOnce() -> c_int + 'static {
+/// `None`, without calling `func`, when the heap copy of large args cannot be allocated (or its size
+/// overflows): OpenSSL's `ASYNC_start_job` then returns `ASYNC_ERR` as well.
+fn job_body(
+    func: JobFn,
+    args: *const c_void,
+    size: usize,
+) -> impl FnOnce() -> state::JobResult + 'static {
     move || {
         if args.is_null() || size == 0 {
             // SAFETY: the application's job function; NULL args as in OpenSSL 3.0.19 and 3.6.
-            return unsafe { func(ptr::null_mut()) };
+            return Some(unsafe { func(ptr::null_mut()) });
         }
         if size <= INLINE_ARGS {
             let mut buf = InlineArgs([MaybeUninit::uninit(); INLINE_ARGS]);
@@ -570,27 +579,21 @@ fn job_body(func: JobFn, args: *const c_void, size: usize) -> impl FnOnce() -> c
             // SAFETY: asyncjob::start runs this closure before it returns (it is only handed back
             // unrun on NO_JOBS, and then dropped), so `args` is still the caller's valid buffer of
             // `size` bytes; `dst` has room for INLINE_ARGS >= size bytes. Then the job function.
-            return unsafe {
+            return Some(unsafe {
                 ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
                 func(dst.cast())
-            };
+            });
         }
-        let mut heap: Vec<MaybeUninit<u128>> = Vec::with_capacity(size.div_ceil(16));
+        // Fallible: a size no allocation can satisfy (SIZE_MAX, say) must not abort the process.
+        let mut heap: Vec<MaybeUninit<u128>> = Vec::new();
+        heap.try_reserve_exact(size.div_ceil(16)).ok()?;
         let dst = heap.as_mut_ptr().cast::<u8>();
         // SAFETY: as above, with a heap buffer of at least `size` bytes, 16-byte aligned.
-        unsafe {
+        Some(unsafe {
             ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
             func(dst.cast())
-        }
+        })
     }
-}
-
-/// End a paused C job without unwinding its stack (at thread exit).
-pub(crate) fn discard_c_job(job: asyncjob::Job<c_int>) {
-    // SAFETY: a C job's stack holds the application's C frames (no destructors, nothing pinned) and
-    // `job_body`'s frame, whose only owned value is the args copy: plain bytes on the stack, or a
-    // heap buffer (args over INLINE_ARGS bytes) that is then leaked, as OpenSSL leaks the whole job.
-    unsafe { job.discard() }
 }
 
 #[unsafe(no_mangle)]
@@ -651,6 +654,12 @@ pub unsafe extern "C" fn ASYNC_start_job(
             ASYNC_PAUSE
         }
         Outcome::NoJobs | Outcome::Failed(ErrorKind::NotCapable) => ASYNC_NO_JOBS,
+        Outcome::ArgsNotCopied => {
+            // As OpenSSL 3.0 when its malloc of the args copy fails: the job went back to the pool,
+            // `*job` and `*ret` are unchanged.
+            raise(ERR_R_MALLOC_FAILURE, c"ASYNC_start_job", line!());
+            ASYNC_ERR
+        }
         Outcome::Unknown => {
             // Finished (stale), forged, or paused on another thread: refused, nothing changed.
             raise(ERR_R_PASSED_INVALID_ARGUMENT, c"ASYNC_start_job", line!());
@@ -673,9 +682,11 @@ pub unsafe extern "C" fn ASYNC_start_job(
     }
 }
 
-/// Unwinds (with "C-unwind") when the paused job is dropped, see `JobFn`.
+/// `asyncjob::pause` unwinds only when a paused job's handle is dropped, which this library never
+/// does (jobs paused at thread exit are leaked); should it ever happen, the "C" boundary aborts
+/// rather than unwinding through the application's frames.
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
+pub extern "C" fn ASYNC_pause_job() -> c_int {
     asyncjob::pause();
     1
 }
@@ -877,9 +888,18 @@ mod tests {
     fn args_are_copied_and_null_for_size_zero() {
         let bytes = [1u8, 2, 3, 4];
         let f = job_body(add_bytes, bytes.as_ptr().cast(), 4);
-        assert_eq!(f(), 10);
-        assert_eq!(job_body(add_bytes, bytes.as_ptr().cast(), 0)(), -1);
-        assert_eq!(job_body(add_bytes, ptr::null(), 4)(), -1);
+        assert_eq!(f(), Some(10));
+        assert_eq!(job_body(add_bytes, bytes.as_ptr().cast(), 0)(), Some(-1));
+        assert_eq!(job_body(add_bytes, ptr::null(), 4)(), Some(-1));
+    }
+
+    #[test]
+    fn args_too_large_to_copy_give_none_without_calling_the_job() {
+        let bytes = [1u8, 2, 3, 4];
+        // `add_bytes` would return 10: None means it was not called.
+        for size in [usize::MAX, usize::MAX / 2 + 1, 1 << 62] {
+            assert_eq!(job_body(add_bytes, bytes.as_ptr().cast(), size)(), None);
+        }
     }
 
     #[test]

@@ -21,8 +21,10 @@ enum Link {
     /// Our header and `libasyncjob.a`.
     Static,
     /// Like `AsyncJob`, with the C code built without unwind tables: jobs left paused at thread exit
-    /// must still end cleanly (they are discarded, never unwound through C frames).
+    /// must still end cleanly (they are leaked, never unwound through C frames).
     AsyncJobNoUnwindTables,
+    /// Our header only, no ASYNC library: the program `dlopen`s `libasyncjob.so` itself.
+    DlOpen,
 }
 
 fn manifest_dir() -> PathBuf {
@@ -116,6 +118,9 @@ fn build(name: &str, link: Link) -> PathBuf {
                 .arg("-lcrypto")
                 .arg(format!("-Wl,-rpath,{}", libdir.display()));
         }
+        Link::DlOpen => {
+            cmd.arg("-ldl");
+        }
         Link::Static => {
             cmd.arg(libdir.join("libasyncjob.a")).args([
                 "-lgcc_s",
@@ -138,13 +143,18 @@ fn build(name: &str, link: Link) -> PathBuf {
     bin
 }
 
-fn run(bin: &Path, args: &[&str]) -> Output {
-    let out = Command::new("timeout")
+/// Runs a program (under `timeout`) and returns how it ended, whatever that was.
+fn run_child(bin: &Path, args: &[&str]) -> Output {
+    Command::new("timeout")
         .arg("60")
         .arg(bin)
         .args(args)
         .output()
-        .expect("run the test program");
+        .expect("run the test program")
+}
+
+fn run(bin: &Path, args: &[&str]) -> Output {
+    let out = run_child(bin, args);
     assert!(
         out.status.success(),
         "{} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -224,6 +234,65 @@ fn deviations_are_safe() {
 #[test]
 fn deviations_are_safe_in_c_built_without_unwind_tables() {
     run_checks("deviations", Link::AsyncJobNoUnwindTables, &[]);
+}
+
+#[test]
+fn pool_cycles_on_several_threads_like_openssl() {
+    run_checks("pool_cycles", Link::AsyncJob, &[]);
+    run_checks("pool_cycles", Link::LibCrypto, &[]);
+}
+
+/// A job paused when its thread exits keeps its stack for good (a local it published stays intact
+/// while other threads run many jobs), and args too large to copy give `ASYNC_ERR`: as in OpenSSL.
+#[test]
+fn paused_stacks_survive_thread_exit_and_huge_args_fail_cleanly() {
+    run_checks("reliability", Link::AsyncJob, &[]);
+    run_checks("reliability", Link::AsyncJobNoUnwindTables, &[]);
+    run_checks("reliability", Link::LibCrypto, &[]);
+}
+
+/// The wait ctx that a job paused at thread exit still held is let go when the thread ends, so the
+/// application's earlier `ASYNC_WAIT_CTX_free` runs the fd cleanups then (OpenSSL runs them at the
+/// free). Needs `asyncjob::Job::leak` to let go of the job's wait context.
+#[test]
+fn wait_ctx_of_a_job_leaked_at_thread_exit_is_let_go() {
+    run_checks("reliability", Link::AsyncJob, &["ctx_of_leaked_job"]);
+    run_checks("reliability", Link::LibCrypto, &["ctx_of_leaked_job"]);
+}
+
+/// `pthread_exit` or a `pthread_cancel` acted on inside a job cannot end the thread from the job's
+/// stack: the process aborts with a message naming the cause, instead of glibc's "FATAL: exception
+/// not rethrown". Needs asyncjob to stop a forced unwind at the job's root.
+#[test]
+fn thread_exit_inside_a_job_aborts_with_a_message() {
+    use std::os::unix::process::ExitStatusExt;
+    let bin = build("reliability", Link::AsyncJob);
+    for mode in ["pthread_exit", "pthread_cancel"] {
+        let out = run_child(&bin, &[mode]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{mode}: {}\nstderr:\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("asyncjob: ") && l.contains("pthread_exit")),
+            "{mode}: no asyncjob message naming pthread_exit in:\n{stderr}"
+        );
+    }
+}
+
+/// After `dlclose(libasyncjob.so)` the overflow reporter it installed must not point into unmapped
+/// code: faults still reach the application's handler (the library is linked `-z nodelete`).
+#[test]
+fn dlclose_leaves_fault_handling_intact() {
+    let bin = build("dlclose", Link::DlOpen);
+    let lib = lib_dir().join("libasyncjob.so");
+    let out = run(&bin, &[lib.to_str().expect("UTF-8 path")]);
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with(" checks, 0 failures\n"));
 }
 
 #[test]

@@ -361,7 +361,14 @@ static void test_cross_thread(void)
     CHECK_EQ(ret, 11);
 }
 
-/* A job left paused when its thread exits is freed, not leaked (valgrind checks this). */
+/*
+ * A job left paused when its thread exits is leaked, as in OpenSSL: nothing runs on its stack and the
+ * stack is never reused (reliability.c checks that memory; the unit tests of src/state.rs that the
+ * job is counted by asyncjob::leaked_jobs()). Valgrind sees no lost bytes: the leaked stack is still
+ * mapped, so what it points to stays reachable. Built with and without unwind tables: the job's C
+ * frames are never unwound. (The freed ctx's cleanup at thread exit: reliability.c
+ * ctx_of_leaked_job.)
+ */
 static void *leave_paused(void *arg)
 {
     ASYNC_WAIT_CTX *c = ASYNC_WAIT_CTX_new();
@@ -370,21 +377,23 @@ static void *leave_paused(void *arg)
     int *ok = arg;
 
     *ok = ASYNC_start_job(&j, c, &ret, pause_once, NULL, 0) == ASYNC_PAUSE;
-    ASYNC_WAIT_CTX_set_wait_fd(c, &k1, 1, NULL, count_cleanup);
-    ASYNC_WAIT_CTX_free(c); /* the paused job keeps it until the thread's end */
+    ASYNC_WAIT_CTX_free(c);
     return NULL;
 }
 
 static void test_thread_exit_with_paused_job(void)
 {
     pthread_t t;
-    int ok = 0;
+    int ok = 0, ret = 0;
+    ASYNC_JOB *job = NULL;
 
-    cleanups_run = 0;
     CHECK_EQ(pthread_create(&t, NULL, leave_paused, &ok), 0);
     pthread_join(t, NULL);
     CHECK_EQ(ok, 1);
-    CHECK_EQ(cleanups_run, 1); /* the thread's end dropped the job and then the ctx */
+    /* The process goes on normally. */
+    CHECK_EQ(ASYNC_start_job(&job, wctx, &ret, pause_once, NULL, 0), ASYNC_PAUSE);
+    CHECK_EQ(ASYNC_start_job(&job, wctx, &ret, NULL, NULL, 0), ASYNC_FINISH);
+    CHECK_EQ(ret, 11);
 }
 
 int main(void)

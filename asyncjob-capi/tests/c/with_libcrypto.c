@@ -41,6 +41,25 @@ static int ret_5(void *arg)
     return 5;
 }
 
+/* Args too large to copy: ASYNC_ERR with OpenSSL 3.0's ASYNC / ERR_R_MALLOC_FAILURE, *job and *ret
+   unchanged (3.2+ raise the malloc failure under ERR_LIB_CRYPTO instead). */
+static void test_huge_args_error(void)
+{
+    static char args[8];
+    ASYNC_JOB *job = NULL;
+    int ret = -1;
+
+    ERR_clear_error();
+    CHECK_EQ(ASYNC_start_job(&job, NULL, &ret, ret_5, args, (size_t)-1), ASYNC_ERR);
+    CHECK(job == NULL);
+    CHECK_EQ(ret, -1);
+    check_one_error(ERR_LIB_ASYNC, ERR_R_MALLOC_FAILURE);
+    CHECK_EQ(ASYNC_start_job(&job, NULL, &ret, ret_5, args, sizeof(args)), ASYNC_FINISH);
+    CHECK_EQ(ret, 5);
+    CHECK_EQ(ERR_peek_error(), 0);
+    ASYNC_cleanup_thread();
+}
+
 static OSSL_LIB_CTX *global_ctx, *l1, *l2;
 static int libctx_failures;
 
@@ -169,6 +188,7 @@ static void test_deviation_errors(void)
 int main(void)
 {
     test_errors();
+    test_huge_args_error();
     test_libctx();
 #ifndef TEST_OPENSSL
     test_deviation_errors();
