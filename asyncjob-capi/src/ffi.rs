@@ -801,7 +801,9 @@ struct CStackAllocator {
 
 // SAFETY: the C contract of ASYNC_stack_alloc_fn: the returned memory is read/write for `*num`
 // bytes and owned by us until passed to the free function. The functions are plain C, callable from
-// any thread.
+// any thread. Such memory has no guard region below it: this is the exception the trait allows for
+// allocators whose installer guarantees that no job outgrows its stack, which is exactly the burden
+// `ASYNC_set_mem_functions` puts on its C callers in OpenSSL (the jobs run C code the caller wrote).
 unsafe impl StackAllocator for CStackAllocator {
     fn allocate(&self) -> Option<StackMemory> {
         let mut num = STACK_REQUEST;

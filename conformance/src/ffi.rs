@@ -484,7 +484,9 @@ fn counting_layout() -> std::alloc::Layout {
 }
 
 // SAFETY: allocate returns fresh, exclusively owned, readable and writable memory of `size` bytes
-// that stays valid until release gives it back to the global allocator with the same layout.
+// that stays valid until release gives it back to the global allocator with the same layout. It has
+// no guard region below it, which the trait allows only when no job can outgrow its stack: the jobs
+// run here are the harness's scenario scripts, a few frames deep on 256 KiB.
 unsafe impl asyncjob::StackAllocator for CountingStacks {
     fn allocate(&self) -> Option<asyncjob::StackMemory> {
         // SAFETY: the layout has a non-zero size.
