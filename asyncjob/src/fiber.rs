@@ -250,6 +250,7 @@ impl<D> Fiber<D> {
     ///
     /// `from` must be the context running now, and this fiber idle (fresh, or its last closure
     /// returned): not running, not suspended.
+    #[inline(always)]
     pub(crate) unsafe fn launch<F, R>(&self, from: Resumer, f: F) -> Exit<R>
     where
         F: FnOnce() -> R + 'static,
@@ -276,7 +277,7 @@ impl<D> Fiber<D> {
     ///
     /// `from` must be the context running now, this fiber suspended (in `suspend`), and `R` the
     /// result type of the closure it was launched with.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn resume<R: 'static>(&self, from: Resumer, wake: Wake) -> Exit<R> {
         let message = match wake {
             Wake::Resume => WAKE_RESUME,
@@ -290,7 +291,7 @@ impl<D> Fiber<D> {
     ///
     /// As for `launch` or `resume`; `message` is a launcher for an idle fiber, a wake code for a
     /// suspended one.
-    #[inline]
+    #[inline(always)]
     unsafe fn switch_in<R: 'static>(&self, from: Resumer, message: usize) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
         self.output

@@ -1,7 +1,8 @@
 //! A process-wide hook around every switch into a job, for state that must follow the job rather than
 //! the thread.
 
-use std::sync::OnceLock;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Code that must run on every switch into and out of a job.
 ///
@@ -20,17 +21,28 @@ pub trait SwitchHook: Send + Sync + 'static {
     fn leave(&self, caller_token: usize) -> usize;
 }
 
-static HOOK: OnceLock<&'static dyn SwitchHook> = OnceLock::new();
+/// The installed hook, behind a thin pointer so that the check on every switch is one load.
+static HOOK: AtomicPtr<&'static dyn SwitchHook> = AtomicPtr::new(ptr::null_mut());
 
 /// Install the process's switch hook. There can be only one; returns false when one was installed
 /// before. Install it before starting jobs: jobs already paused then were entered without it.
 pub fn set_switch_hook(hook: &'static dyn SwitchHook) -> bool {
-    HOOK.set(hook).is_ok()
+    let slot = Box::into_raw(Box::new(hook));
+    let installed = HOOK
+        .compare_exchange(ptr::null_mut(), slot, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if !installed {
+        // SAFETY: `slot` was never published; it is ours to free.
+        drop(unsafe { Box::from_raw(slot) });
+    }
+    installed
 }
 
 #[inline]
 pub(crate) fn hook() -> Option<&'static dyn SwitchHook> {
-    HOOK.get().copied()
+    let slot = HOOK.load(Ordering::Acquire);
+    // SAFETY: a non-null slot was published once by `set_switch_hook` and is never freed.
+    (!slot.is_null()).then(|| unsafe { *slot })
 }
 
 /// Calls [`SwitchHook::enter`], aborting the process if it panics.

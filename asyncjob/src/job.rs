@@ -180,7 +180,7 @@ where
 
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
-#[inline]
+#[inline(always)]
 fn settle<R: 'static>(t: &ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
@@ -210,13 +210,17 @@ impl<R: 'static> Job<R> {
     ///
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
     #[inline]
-    pub fn resume(mut self) -> Result<Resumed<R>, ResumeError<R>> {
+    pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
         let t = thread::thread();
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),
         };
-        let fiber = self.take_fiber_in(t).expect("a paused job has its fiber");
+        // The emptied handle has nothing left to drop: skip its destructor on the hot path.
+        let mut emptied = std::mem::ManuallyDrop::new(self);
+        let fiber = emptied
+            .take_fiber_in(t)
+            .expect("a paused job has its fiber");
         let exit = switch_with_hook::<R>(t, &fiber, from, Wake::Resume);
         Ok(settle(t, fiber, exit))
     }
@@ -245,7 +249,7 @@ impl<R: 'static> Job<R> {
 
 /// Switch into a paused job of result type `R`, from the context running now (`from`), with the
 /// switch hook around the switch.
-#[inline]
+#[inline(always)]
 fn switch_with_hook<R: 'static>(
     t: &ThreadState,
     fiber: &JobFiber,
@@ -354,7 +358,7 @@ pub fn leaked_jobs() -> usize {
 
 /// Return a job that is done (finished, cancelled or discarded) to the pool, letting go of its wait
 /// context.
-#[inline]
+#[inline(always)]
 fn release_finished(t: &ThreadState, fiber: JobBox) {
     let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
     fiber.data.hook_word.set(0);

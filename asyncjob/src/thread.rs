@@ -127,7 +127,7 @@ impl ThreadState {
     }
 
     /// Mark `job` as the running job for the duration of `switch`, which switches into it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn run_in<T>(&self, job: &JobFiber, switch: impl FnOnce() -> T) -> T {
         let previous = self.running.replace(job as *const JobFiber);
         let out = switch();
@@ -189,7 +189,7 @@ impl ThreadState {
 
     /// A job from the thread's pool, creating the pool `(0, 0)` or a new job when needed; `None`
     /// when the pool is at its limit and every job is in use, or no stack could be had.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_job(&self) -> Result<Option<JobBox>, Error> {
         {
             let mut slot = self.pool.borrow_mut();
@@ -220,7 +220,7 @@ impl ThreadState {
     }
 
     /// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn give_back(&self, job: JobBox) {
         let leftover = match self.pool.borrow_mut().as_mut() {
             Some(pool) => {
