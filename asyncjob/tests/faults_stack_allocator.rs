@@ -50,7 +50,11 @@ mod flaky {
                 return None;
             }
             let tiny = TINY_EVERY.load(Ordering::SeqCst);
-            let size = if tiny != 0 && n % tiny == 0 { TINY } else { SIZE };
+            let size = if tiny != 0 && n % tiny == 0 {
+                TINY
+            } else {
+                SIZE
+            };
             let ps = page();
             // SAFETY: a fresh anonymous mapping; no existing memory is touched.
             let map = unsafe {
@@ -152,7 +156,11 @@ fn main() {
     FAIL_EVERY.store(3, SeqCst);
     asyncjob::init_thread(8, 8).unwrap();
     let stats = asyncjob::pool_stats().unwrap();
-    assert_eq!((stats.created, stats.idle), (2, 2), "calls 1 and 2 succeeded, 3 failed");
+    assert_eq!(
+        (stats.created, stats.idle),
+        (2, 2),
+        "calls 1 and 2 succeeded, 3 failed"
+    );
     assert_eq!(CALLS.load(SeqCst), 3, "no call after the refusal");
     passed += 1;
 
@@ -162,7 +170,10 @@ fn main() {
     let mut jobs = Vec::new();
     let answer = start_until_refused(&mut jobs);
     assert_eq!(jobs.len(), 4);
-    assert_eq!(answer, 1004, "the closure of the refused start, handed back, runs");
+    assert_eq!(
+        answer, 1004,
+        "the closure of the refused start, handed back, runs"
+    );
     assert_eq!(CALLS.load(SeqCst), 6);
     assert_eq!(asyncjob::pool_stats().unwrap().created, 4);
     // The next start asks again, and gets a stack (call 7).
@@ -192,7 +203,11 @@ fn main() {
         asyncjob::start(None, || 0),
         Ok(Started::NoJobs(_))
     ));
-    assert_eq!(CALLS.load(SeqCst), 11, "a full pool does not ask the allocator");
+    assert_eq!(
+        CALLS.load(SeqCst),
+        11,
+        "a full pool does not ask the allocator"
+    );
     passed += 1;
 
     // Half the jobs are dropped (unwound), half finish; cleanup returns every stack.
@@ -217,7 +232,11 @@ fn main() {
     asyncjob::init_thread(0, 0).unwrap();
     let answer = start_until_refused(&mut jobs);
     assert_eq!((jobs.len(), answer), (1, 1001), "call 2 gave a tiny stack");
-    assert_eq!(GRANTED.load(SeqCst) - RELEASED.load(SeqCst), 1, "the tiny one went back");
+    assert_eq!(
+        GRANTED.load(SeqCst) - RELEASED.load(SeqCst),
+        1,
+        "the tiny one went back"
+    );
     jobs.push(paused(asyncjob::start(None, || {
         asyncjob::pause();
         3
