@@ -779,6 +779,124 @@ fn a_panic_from_a_job_dropped_inside_another_job_reaches_the_outer_resumer() {
     assert_eq!(finished(asyncjob::start(None, || 1)), 1);
 }
 
+#[test]
+fn a_cleanup_run_when_a_job_dropped_inside_another_job_ends_can_pause_the_outer_job() {
+    let log = Log::default();
+    let ctx = WaitCtx::new();
+    ctx.set_wait_fd(key(1), fd(1), ptr::null_mut(), logged(&log, "older"));
+    let l = log.clone();
+    ctx.set_wait_fd(
+        key(2),
+        fd(2),
+        ptr::null_mut(),
+        Some(Box::new(move |_, _, _| {
+            note(&l, "pausing the outer job");
+            asyncjob::pause();
+            note(&l, "outer resumed");
+        })),
+    );
+    let inner = paused(asyncjob::start(Some(&ctx), asyncjob::pause));
+    drop(ctx);
+    let l = log.clone();
+    let outer = paused(asyncjob::start(None, move || {
+        drop(inner); // ends `inner`; its context's cleanups run here, on this job's stack
+        note(&l, "inner dropped");
+        11
+    }));
+    assert_eq!(entries(&log), ["pausing the outer job"]);
+    assert_eq!(idle(), 1, "the inner job is back in the pool already");
+    assert_eq!(resume_finished(outer), 11);
+    assert_eq!(
+        entries(&log),
+        [
+            "pausing the outer job",
+            "outer resumed",
+            "older",
+            "inner dropped"
+        ]
+    );
+    assert_eq!(idle(), 2);
+}
+
+#[test]
+fn an_outer_job_paused_by_a_cleanup_of_a_job_it_dropped_can_itself_be_dropped() {
+    let log = Log::default();
+    let ctx = WaitCtx::new();
+    ctx.set_wait_fd(key(1), fd(1), ptr::null_mut(), logged(&log, "older"));
+    let l = log.clone();
+    ctx.set_wait_fd(
+        key(2),
+        fd(2),
+        ptr::null_mut(),
+        Some(Box::new(move |_, _, _| {
+            asyncjob::pause();
+            note(&l, "never");
+        })),
+    );
+    let inner = paused(asyncjob::start(Some(&ctx), asyncjob::pause));
+    drop(ctx);
+    let l = log.clone();
+    let outer = paused(asyncjob::start(None, move || {
+        let _local = Noisy(l.clone(), "outer unwound");
+        drop(inner);
+        note(&l, "never");
+    }));
+    drop(outer);
+    assert_eq!(entries(&log), ["older", "outer unwound"]);
+    assert_eq!(idle(), 2);
+    assert_eq!(finished(asyncjob::start(None, || 1)), 1);
+}
+
+#[test]
+fn a_cleanup_run_at_thread_exit_may_start_and_drop_jobs() {
+    in_child(
+        "a_cleanup_run_at_thread_exit_may_start_and_drop_jobs",
+        &[],
+        || {
+            use std::sync::{Arc, Mutex};
+            let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+            let s = seen.clone();
+            std::thread::spawn(move || {
+                thread_local! {
+                    static KEEP: RefCell<Option<Job<()>>> = const { RefCell::new(None) };
+                }
+                let other = paused_noisy(&Log::default(), "other");
+                let ctx = WaitCtx::new();
+                let s2 = s.clone();
+                ctx.set_wait_fd(
+                    key(1),
+                    fd(1),
+                    ptr::null_mut(),
+                    Some(Box::new(move |_, _, _| {
+                        let started = asyncjob::start(None, || 5).map(|st| match st {
+                            Started::Finished(r) => r,
+                            _ => panic!("expected FINISH"),
+                        });
+                        s2.lock()
+                            .unwrap()
+                            .push(format!("start at exit: {started:?}"));
+                        drop(other);
+                        s2.lock().unwrap().push("other dropped".into());
+                    })),
+                );
+                let job = paused(asyncjob::start(Some(&ctx), asyncjob::pause));
+                drop(ctx);
+                KEEP.with(|k| *k.borrow_mut() = Some(job));
+            })
+            .join()
+            .unwrap();
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(
+                seen[0] == "start at exit: Ok(5)" || seen[0] == "start at exit: Err(ThreadSetup)",
+                "{seen:?}"
+            );
+            assert_eq!(seen[1], "other dropped");
+            println!("{seen:?}");
+        },
+    );
+}
+
 // ---- wake-up callbacks ------------------------------------------------------------------------
 
 #[test]

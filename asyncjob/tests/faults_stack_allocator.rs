@@ -27,6 +27,8 @@ mod flaky {
     pub static FAIL_EVERY: AtomicUsize = AtomicUsize::new(0);
     /// Every `TINY_EVERY`-th call returns a `TINY` stack (0: never).
     pub static TINY_EVERY: AtomicUsize = AtomicUsize::new(0);
+    /// Every `PANIC_EVERY`-th call panics (0: never).
+    pub static PANIC_EVERY: AtomicUsize = AtomicUsize::new(0);
     /// Stacks handed out and released.
     pub static GRANTED: AtomicUsize = AtomicUsize::new(0);
     pub static RELEASED: AtomicUsize = AtomicUsize::new(0);
@@ -48,6 +50,10 @@ mod flaky {
             let every = FAIL_EVERY.load(Ordering::SeqCst);
             if every != 0 && n % every == 0 {
                 return None;
+            }
+            let panic_every = PANIC_EVERY.load(Ordering::SeqCst);
+            if panic_every != 0 && n % panic_every == 0 {
+                panic!("allocate call {n}");
             }
             let tiny = TINY_EVERY.load(Ordering::SeqCst);
             let size = if tiny != 0 && n % tiny == 0 {
@@ -272,6 +278,35 @@ fn main() {
     .unwrap();
     assert_eq!(GRANTED.load(SeqCst), 8 + 3 + 3);
     check_balanced("after the thread exited");
+    passed += 1;
+
+    // An allocator that panics: the panic reaches the caller of start or init_thread, no stack is
+    // lost (init_thread releases the ones it had made), and the pool stays usable.
+    FAIL_EVERY.store(0, SeqCst);
+    CALLS.store(0, SeqCst);
+    PANIC_EVERY.store(3, SeqCst);
+    let caught = std::panic::catch_unwind(|| asyncjob::init_thread(4, 4));
+    assert!(caught.is_err(), "call 3 panicked inside init_thread");
+    check_balanced("init_thread unwound");
+    asyncjob::init_thread(0, 0).unwrap();
+    let a = paused(asyncjob::start(None, || {
+        asyncjob::pause();
+        1
+    })); // call 4
+    let b = paused(asyncjob::start(None, || {
+        asyncjob::pause();
+        2
+    })); // call 5
+    let caught = std::panic::catch_unwind(|| {
+        let _ = asyncjob::start(None, || 3); // call 6
+    });
+    assert!(caught.is_err(), "call 6 panicked inside start");
+    assert_eq!(asyncjob::pool_stats().unwrap().created, 2);
+    assert_eq!(resume_finished(b), 2);
+    assert_eq!(resume_finished(a), 1);
+    asyncjob::cleanup_thread().unwrap();
+    check_balanced("start unwound");
+    PANIC_EVERY.store(0, SeqCst);
     passed += 1;
 
     // Nothing is left: the main thread's pool is gone too.
