@@ -29,6 +29,10 @@ mod flaky {
     pub static TINY_EVERY: AtomicUsize = AtomicUsize::new(0);
     /// Every `PANIC_EVERY`-th call panics (0: never).
     pub static PANIC_EVERY: AtomicUsize = AtomicUsize::new(0);
+    /// The call with this number first runs a job of its own (re-entering asyncjob), then goes on.
+    pub static REENTER_AT: AtomicUsize = AtomicUsize::new(0);
+    /// What that nested job gave: 0 until it ran.
+    pub static REENTERED: AtomicUsize = AtomicUsize::new(0);
     /// Stacks handed out and released.
     pub static GRANTED: AtomicUsize = AtomicUsize::new(0);
     pub static RELEASED: AtomicUsize = AtomicUsize::new(0);
@@ -50,6 +54,13 @@ mod flaky {
             let every = FAIL_EVERY.load(Ordering::SeqCst);
             if every != 0 && n % every == 0 {
                 return None;
+            }
+            if REENTER_AT.load(Ordering::SeqCst) == n {
+                let got = match asyncjob::start(None, || 21 * 2) {
+                    Ok(asyncjob::Started::Finished(r)) => r,
+                    _ => panic!("the nested job finishes"),
+                };
+                REENTERED.store(got, Ordering::SeqCst);
             }
             let panic_every = PANIC_EVERY.load(Ordering::SeqCst);
             if panic_every != 0 && n % panic_every == 0 {
@@ -307,6 +318,25 @@ fn main() {
     asyncjob::cleanup_thread().unwrap();
     check_balanced("start unwound");
     PANIC_EVERY.store(0, SeqCst);
+    passed += 1;
+
+    // An allocator that starts a job itself while asyncjob waits for its stack: the nested job gets
+    // a stack of its own (the next call), finishes and goes to the pool; the outer start goes on.
+    CALLS.store(0, SeqCst);
+    REENTER_AT.store(1, SeqCst);
+    asyncjob::init_thread(0, 0).unwrap();
+    let outer = paused(asyncjob::start(None, || {
+        asyncjob::pause();
+        5
+    }));
+    assert_eq!(REENTERED.load(SeqCst), 42);
+    assert_eq!(CALLS.load(SeqCst), 2);
+    let stats = asyncjob::pool_stats().unwrap();
+    assert_eq!((stats.created, stats.idle), (2, 1));
+    assert_eq!(resume_finished(outer), 5);
+    asyncjob::cleanup_thread().unwrap();
+    check_balanced("re-entered");
+    REENTER_AT.store(0, SeqCst);
     passed += 1;
 
     // Nothing is left: the main thread's pool is gone too.
