@@ -592,6 +592,72 @@ fn a_cleanup_dropped_at_the_end_of_a_round_may_change_the_same_context() {
     );
 }
 
+/// Starts a job when dropped, and records what `start` said.
+struct StartOnDrop(Log);
+impl Drop for StartOnDrop {
+    fn drop(&mut self) {
+        let said = match asyncjob::start(None, || 6) {
+            Ok(Started::Finished(r)) => format!("finished {r}"),
+            Ok(_) => "paused or no jobs".to_owned(),
+            Err(e) => format!("{e:?}"),
+        };
+        note(&self.0, format!("start on drop: {said}"));
+    }
+}
+
+#[test]
+fn a_cleanup_dropped_by_clear_fd_can_start_a_job_and_free_another_context() {
+    let log = Log::default();
+    let other = WaitCtx::new();
+    other.set_wait_fd(
+        key(7),
+        fd(7),
+        ptr::null_mut(),
+        logged(&log, "other's cleanup"),
+    );
+    let starter = StartOnDrop(log.clone());
+    let ctx = WaitCtx::new();
+    ctx.set_wait_fd(
+        key(1),
+        fd(1),
+        ptr::null_mut(),
+        Some(Box::new(move |_, _, _| {
+            let _ = (&starter, &other);
+            unreachable!("a cleared fd's cleanup never runs");
+        })),
+    );
+    assert!(ctx.clear_fd(key(1)));
+    assert_eq!(
+        entries(&log),
+        ["start on drop: finished 6", "other's cleanup"],
+        "captures drop in declaration order"
+    );
+    assert_eq!(ctx.fd_count(), 0);
+}
+
+#[test]
+fn a_cleanup_dropped_at_the_end_of_a_round_runs_inside_the_job() {
+    let log = Log::default();
+    let ctx = WaitCtx::new();
+    let starter = StartOnDrop(log.clone());
+    let job = paused(asyncjob::start(Some(&ctx), move || {
+        let c = asyncjob::current_wait_ctx().unwrap();
+        c.set_wait_fd(
+            key(1),
+            fd(1),
+            ptr::null_mut(),
+            Some(Box::new(move |_, _, _| drop(starter))),
+        );
+        asyncjob::pause();
+        assert!(c.clear_fd(key(1)));
+        asyncjob::pause(); // the round ends in here, on the job's stack
+    }));
+    let job = resume_paused(job);
+    assert!(entries(&log).is_empty());
+    resume_finished(job);
+    assert_eq!(entries(&log), ["start on drop: Nested"]);
+}
+
 #[test]
 fn a_cleared_cleanup_panicking_on_drop_propagates_from_clear_fd_with_the_fd_gone() {
     let log = Log::default();
