@@ -4,6 +4,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 /// The handle type a job waits on: a file descriptor on POSIX (`OSSL_ASYNC_FD` is an `int`).
@@ -48,10 +49,55 @@ impl WaitKey {
 /// Called once for a wait fd that is still registered when its context is dropped
 /// (the `cleanup` argument of `ASYNC_WAIT_CTX_set_wait_fd`). It receives the key, the fd and the custom
 /// data the fd was registered with. Fds removed by [`WaitCtx::clear_fd`] are never passed to it.
+///
+/// # Where it runs, and what it may do
+///
+/// A cleanup runs at most once, where the context's last handle is dropped:
+/// * in the caller of `drop`, when the application drops it;
+/// * in the caller of [`start`](crate::start), [`Job::resume`](crate::Job::resume) or of the
+///   [`Job`](crate::Job)'s drop, when a job held the last handle and finished there; the job is
+///   already back in the pool by then;
+/// * inside a job, when the job's own code drops it, or when the job is dropped while paused and its
+///   closure owned it (the job's stack is unwinding then).
+///
+/// It may call any asyncjob function: start jobs (inside a job that gives
+/// [`Error::Nested`](crate::Error::Nested)), resume or drop paused jobs it owns, free the pool, drop
+/// the last handle of another context (whose cleanups then run first), and [`pause`](crate::pause):
+/// inside a job that pauses the job in the middle of the context's drop; it goes on when resumed,
+/// and if the job is dropped instead, the cleanups not yet run still run. A cleanup cannot reach its
+/// own context (no handle is left); one that owns a handle to its own context keeps it alive, as any
+/// `Rc` cycle does, until the fd is cleared.
+///
+/// A cleanup that is never called (its fd was cleared) is dropped, and its destructors run where that
+/// happens: in [`clear_fd`](WaitCtx::clear_fd) for an fd of the current round, in
+/// [`pause`](crate::pause) when a round ends for an earlier round's fd, or in the context's drop. They
+/// may use the context freely, outside any borrow.
+///
+/// # Panics
+///
+/// A panicking cleanup does not stop the others: every remaining cleanup still runs, newest first, and
+/// the callback is dropped; then the first panic goes on in whoever dropped the last handle (the
+/// caller of `drop`, `start`, `resume` or `Job`'s drop, where a finished job's result is then lost,
+/// or the job's code). If the thread is already unwinding at that drop (a job that panicked or is
+/// being dropped owned the handle), the panics are caught and dropped after the panic hook has
+/// reported them, instead of aborting the process. A panic from the destructor of a cleanup that is
+/// never called is handled the same way; from [`clear_fd`](WaitCtx::clear_fd) and
+/// [`pause`](crate::pause) it propagates once the context is consistent again.
 pub type FdCleanup = Box<dyn FnOnce(WaitKey, AsyncFd, *mut c_void)>;
 
 /// The callback an async engine can use to wake the application instead of a wait fd
 /// (`ASYNC_callback_fn` together with its argument). asyncjob stores it and never calls it.
+///
+/// Whoever calls it gets its panics, and may call it anywhere, inside a job too (it may pause the
+/// job there; starting a job gives [`Error::Nested`](crate::Error::Nested)). It may change its own
+/// context while it runs, even remove itself with [`WaitCtx::set_callback`]: the caller's `Rc` keeps
+/// it alive until the call returns. A callback that owns a handle to its own context keeps the context
+/// alive, as any `Rc` cycle does, until it is removed.
+///
+/// Its destructor runs where the context lets go of it: in [`WaitCtx::set_callback`] after the new
+/// callback is stored (a panic there propagates, with the new callback in place; a destructor that
+/// sets the callback again is the last writer and wins), or in the context's drop, after every fd
+/// cleanup, where its panic is handled like a cleanup's (see [`FdCleanup`]).
 pub trait WaitCallback: Any {
     /// Invoke the callback, as an engine would.
     fn call(&self) -> i32;
@@ -95,7 +141,8 @@ struct Shared {
 /// a clone until it finishes, so a context can never be freed under a paused job (in C,
 /// `ASYNC_WAIT_CTX_free` while a job still uses the context is a use-after-free). When the last clone
 /// is dropped, the cleanup of every fd still registered runs, newest first, as `ASYNC_WAIT_CTX_free`
-/// does.
+/// does. What cleanups may do, where they run and what happens when they panic is described at
+/// [`FdCleanup`].
 ///
 /// # Rounds
 ///
@@ -237,6 +284,10 @@ impl WaitCtx {
     /// An entry added in the current round disappears at once, as if it had never been added. An
     /// entry from an earlier round is marked deleted: it leaves the live lists, is reported as
     /// deleted until the round ends, and is then dropped. Either way its cleanup is never called.
+    ///
+    /// The cleanup of an entry removed at once is dropped before this returns, outside any borrow of
+    /// the context, so its destructors may use the context; if one panics, the panic propagates
+    /// from here, with the entry already gone.
     pub fn clear_fd(&self, key: WaitKey) -> bool {
         let removed = {
             let mut fds = self.0.fds.borrow_mut();
@@ -258,6 +309,9 @@ impl WaitCtx {
     }
 
     /// Store a wake-up callback, or remove it with `None` (`ASYNC_WAIT_CTX_set_callback`).
+    ///
+    /// The old callback is dropped after the new one is stored, outside any borrow: its destructor
+    /// may use the context, and if it panics the panic propagates with the new callback in place.
     pub fn set_callback(&self, callback: Option<Rc<dyn WaitCallback>>) {
         let old = self.0.callback.replace(callback);
         drop(old);
@@ -310,8 +364,9 @@ impl WaitCtx {
             }
             dropped
         };
-        // Entries cleared in an earlier round are freed without their cleanup, as in OpenSSL.
-        drop(dropped);
+        // Entries cleared in an earlier round are freed without their cleanup, as in OpenSSL; outside
+        // the borrow, because their destructors are user code.
+        drop_entries(dropped);
     }
 
     fn live_newest_first(&self, keep: impl Fn(&WaitFd) -> bool) -> Vec<AsyncFd> {
@@ -337,16 +392,66 @@ impl WaitCtx {
     }
 }
 
+/// Runs user code (a cleanup, or the destructor of a cleanup or callback) so that a panic in it does
+/// not stop the work that follows: the first panic is kept in `first`, later ones are dropped.
+fn contain(first: &mut Option<Box<dyn Any + Send>>, user_code: impl FnOnce()) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(user_code)) {
+        match first {
+            None => *first = Some(payload),
+            // Even the payload's own destructor is user code.
+            Some(_) => drop(panic::catch_unwind(AssertUnwindSafe(move || drop(payload)))),
+        }
+    }
+}
+
+/// Hands the first panic caught by [`contain`] on to the caller, unless the thread is already
+/// unwinding: a second panic escaping a destructor then would abort the process, so the panic (whose
+/// message the panic hook has already printed) is dropped instead.
+fn rethrow(first: Option<Box<dyn Any + Send>>) {
+    if let Some(payload) = first {
+        if std::thread::panicking() {
+            drop(panic::catch_unwind(AssertUnwindSafe(move || drop(payload))));
+        } else {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+
+/// Drops fd entries that will never run their cleanup, every one even if a destructor panics.
+fn drop_entries(entries: Vec<WaitFd>) {
+    let mut first = None;
+    for entry in entries {
+        contain(&mut first, move || drop(entry));
+    }
+    rethrow(first);
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         let fds = std::mem::take(self.fds.get_mut());
+        let callback = self.callback.get_mut().take();
+        let mut first = None;
         for entry in fds.into_iter().rev() {
-            if entry.deleted {
+            let WaitFd {
+                key,
+                fd,
+                custom_data,
+                cleanup,
+                deleted,
+                ..
+            } = entry;
+            let Some(cleanup) = cleanup else {
                 continue;
-            }
-            if let Some(cleanup) = entry.cleanup {
-                cleanup(entry.key, entry.fd, entry.custom_data);
-            }
+            };
+            contain(&mut first, move || {
+                if deleted {
+                    drop(cleanup);
+                } else {
+                    cleanup(key, fd, custom_data);
+                }
+            });
         }
+        contain(&mut first, move || drop(callback));
+        rethrow(first);
     }
 }
