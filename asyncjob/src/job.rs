@@ -1,9 +1,10 @@
 //! Starting, pausing, resuming and finishing jobs (`ASYNC_start_job`, `ASYNC_pause_job`, ...).
 
+use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 
 use crate::error::Error;
 use crate::fiber::{self, Exit, Resumer, Wake};
@@ -190,14 +191,22 @@ fn settle<R: 'static>(t: &ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<
                 _not_send: PhantomData,
             })
         }
-        Exit::Finished(result) => {
+        Exit::Finished(Ok(r)) => {
             release_finished(t, fiber);
-            match result {
-                Ok(r) => Resumed::Finished(r),
-                Err(payload) => panic::resume_unwind(payload),
-            }
+            Resumed::Finished(r)
         }
+        Exit::Finished(Err(payload)) => release_panicked(t, fiber, payload),
     }
+}
+
+/// Return a job that panicked to the pool and resume its panic here. Its panic comes first: one
+/// raised meanwhile by the cleanups of its wait context (when the job held the last handle) is
+/// dropped, as the first of several cleanup panics is the one that propagates.
+#[cold]
+fn release_panicked<R>(t: &ThreadState, fiber: JobBox, payload: Box<dyn Any + Send>) -> R {
+    let released = panic::catch_unwind(AssertUnwindSafe(|| release_finished(t, fiber)));
+    drop(released);
+    panic::resume_unwind(payload)
 }
 
 impl<R: 'static> Job<R> {

@@ -231,7 +231,6 @@ fn a_cleanup_panicking_when_a_finishing_job_drops_the_last_handle_reaches_the_re
 }
 
 #[test]
-#[ignore = "needs fix in job.rs: settle() releases a panicked job (running the cleanups of its last context handle) before resuming the job's panic, so a cleanup panic replaces the job's"]
 fn a_job_panic_wins_over_a_cleanup_panic_when_the_job_held_the_last_handle() {
     let log = Log::default();
     let ctx = WaitCtx::new();
@@ -1000,7 +999,6 @@ impl Drop for PauseOnDrop {
 }
 
 #[test]
-#[ignore = "needs fix in job.rs: a destructor that pauses while its job unwinds from a panic really pauses, so the thread's context resumes with std::thread::panicking() true, and cleanup panics there are swallowed"]
 fn cleanup_panics_on_the_thread_propagate_after_a_job_paused_in_the_middle_of_a_panic() {
     in_child(
         "cleanup_panics_on_the_thread_propagate_after_a_job_paused_in_the_middle_of_a_panic",

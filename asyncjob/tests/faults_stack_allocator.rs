@@ -161,9 +161,19 @@ fn main() {
         panic!("no NO_JOBS in 1000 starts");
     }
 
+    /// Every stack handed out was released, except those of leaked jobs (never freed, by design).
     fn check_balanced(what: &str) {
-        assert_eq!(live(), 0, "{what}: every stack handed out was released");
-        assert_eq!(GRANTED.load(SeqCst), RELEASED.load(SeqCst), "{what}");
+        let leaked = asyncjob::leaked_jobs();
+        assert_eq!(
+            live(),
+            leaked,
+            "{what}: every stack handed out was released"
+        );
+        assert_eq!(
+            GRANTED.load(SeqCst),
+            RELEASED.load(SeqCst) + leaked,
+            "{what}"
+        );
     }
 
     let mut passed = 0;
@@ -267,7 +277,9 @@ fn main() {
     passed += 1;
 
     // A thread that exits with a refused start behind it, idle jobs in its pool and a paused job
-    // parked in thread-local storage gives every stack back.
+    // parked in thread-local storage gives back every stack but the paused job's, which is leaked
+    // (it may borrow thread-locals that are gone, as in OpenSSL).
+    assert_eq!(asyncjob::leaked_jobs(), 0);
     FAIL_EVERY.store(4, SeqCst);
     CALLS.store(0, SeqCst);
     std::thread::spawn(|| {
@@ -288,6 +300,7 @@ fn main() {
     .join()
     .unwrap();
     assert_eq!(GRANTED.load(SeqCst), 8 + 3 + 3);
+    assert_eq!(asyncjob::leaked_jobs(), 1, "the parked job was leaked");
     check_balanced("after the thread exited");
     passed += 1;
 
