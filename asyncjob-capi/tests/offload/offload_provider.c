@@ -32,8 +32,8 @@
  *
  * Reference counting: the completion fd belongs to a `struct wfd` with one reference for the wait
  * context registration (dropped by the cleanup callback, or by the job after clear_fd) and one
- * per operation in flight (dropped when the operation is released), so the worker never writes
- * to a closed fd. An operation is a heap object shared by the job and the worker, with its own
+ * per operation in flight (dropped by the job once it has seen the completion), so the worker
+ * never writes to a closed fd, even when the wait context is freed while the job is paused. An operation is a heap object shared by the job and the worker, with its own
  * mutex: the worker signals (fd write or callback) and sets `done` under that mutex, and the job
  * reads the fd only once it saw `done`, so a signal is consumed by exactly the operation that
  * produced it.
@@ -160,7 +160,9 @@ struct op {
     pthread_cond_t cv;
     int done;
     struct timespec deadline;
-    struct wfd *w;         /* fd mode: the fd to signal (a reference) */
+    struct wfd *w;         /* fd mode: the fd to signal; the job holds a reference for the
+                            * operation and drops it once it has seen `done` (the worker only
+                            * writes before setting `done`, under `mu`) */
     ASYNC_callback_fn cb;  /* callback mode */
     void *cbarg;
     ASYNC_WAIT_CTX *wctx;  /* callback mode: where to set the status */
@@ -181,8 +183,6 @@ static void op_put(struct op *o)
 {
     if (atomic_fetch_sub(&o->refs, 1) != 1)
         return;
-    if (o->w != NULL)
-        wfd_put(o->w);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv);
     free(o);
@@ -318,7 +318,8 @@ static int offload(PROV *p)
             if (w == NULL || !ASYNC_WAIT_CTX_set_wait_fd(wctx, offload_key, w->rfd, w, wfd_cleanup)) {
                 if (w != NULL)
                     wfd_put(w);
-                free(o);
+                op_put(o);
+                op_put(o);
                 return 0;
             }
         }
@@ -344,10 +345,13 @@ static int offload(PROV *p)
             break;
         c_spurious++;
     }
-    if (p->fd_per_op && w != NULL) {
-        /* clear_fd does not call the cleanup: drop the registration's reference ourselves */
-        ASYNC_WAIT_CTX_clear_fd(wctx, offload_key);
-        wfd_put(w);
+    if (w != NULL) {
+        wfd_put(w); /* the operation's reference: the worker is done with the fd */
+        if (p->fd_per_op) {
+            /* clear_fd does not call the cleanup: drop the registration's reference ourselves */
+            ASYNC_WAIT_CTX_clear_fd(wctx, offload_key);
+            wfd_put(w);
+        }
     }
     op_put(o);
     return 1;
