@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -598,10 +599,18 @@ int main(int argc, char **argv)
     uint64_t pauses0 = prov_counter(prov, "offload-pauses");
 
     struct timespec t0, t1;
+    struct rusage u0, u1;
+    getrusage(RUSAGE_THREAD, &u0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int r = 0; r < rounds; r++)
         run_batch(sctx, cctx);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    getrusage(RUSAGE_THREAD, &u1);
+    double cpu = (double)(u1.ru_utime.tv_sec - u0.ru_utime.tv_sec + u1.ru_stime.tv_sec
+                          - u0.ru_stime.tv_sec)
+                 + (double)(u1.ru_utime.tv_usec - u0.ru_utime.tv_usec + u1.ru_stime.tv_usec
+                            - u0.ru_stime.tv_usec)
+                       / 1e6;
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 
     SSL_CTX_free(sctx);
@@ -653,7 +662,8 @@ int main(int argc, char **argv)
                (double)want_async_hs / (double)hs_pairs_done,
                (double)(pc[OPS].v - ops0) / (double)pairs_total);
     if (!quiet)
-        printf("seconds=%.3f handshakes_per_s=%.0f\n", secs, (double)hs_pairs_done / secs);
+        printf("seconds=%.3f handshakes_per_s=%.0f loop_thread_cpu_us_per_handshake=%.0f\n", secs,
+               (double)hs_pairs_done / secs, hs_pairs_done ? cpu * 1e6 / (double)hs_pairs_done : 0);
     if (hold)
         printf("hold: paused=%lu rss_base=%ld rss_hold=%ld rss_per_paused=%ld\n", hold_paused,
                rss_base, rss_hold,
