@@ -140,7 +140,6 @@ not_bound_to_libcrypto "$work/ld-cb" || fail "callback run: some ASYNC_* bound t
 echo "offload.so and libssl bound to libasyncjob (preloaded and linked); none to libcrypto"
 
 section "openssl speed -provider offload -async_jobs 8 -elapsed -evp sha256"
-declare -A speed_rate
 for b in libcrypto preload; do
   pre=; [ "$b" = preload ] && pre=$rel
   OPENSSL_CONF=/dev/null OFFLOAD_STATS=1 LD_PRELOAD=$pre timeout 120 openssl speed \
@@ -152,11 +151,16 @@ for b in libcrypto preload; do
   pauses=$(sed -n 's/.* pauses=\([0-9]*\).*/\1/p' <<< "$counters")
   [ "$pauses" -gt 0 ] || fail "speed on $b did not pause"
   grep -Eq '^sha256( +[0-9.]+k){6}' "$work/speed-$b.out" || { cat "$work/speed-$b.out"; fail "no table"; }
-  speed_rate[$b]=$(grep -E '^sha256 ' "$work/speed-$b.out" | awk '{print $2}')
   echo "$b: $(grep -E '^sha256 ' "$work/speed-$b.out") | $counters"
 done
-python3 -c "import sys; a, b = (float(x.rstrip('k')) for x in sys.argv[1:]); print(f'16-byte rate libasyncjob/libcrypto = {b / a:.2f}')" \
-  "${speed_rate[libcrypto]}" "${speed_rate[preload]}"
+# ops/s ratio per block size (the table is in kB/s, so the ratio is the same)
+python3 - "$work/speed-libcrypto.out" "$work/speed-preload.out" <<'PY'
+import sys
+rows = [next(l.split()[1:] for l in open(f) if l.startswith("sha256 ")) for f in sys.argv[1:]]
+sizes = (16, 64, 256, 1024, 8192, 16384)
+print("ops/s libasyncjob / libcrypto: " + "  ".join(
+    f"{n}B {float(b.rstrip('k')) / float(a.rstrip('k')):.2f}" for n, a, b in zip(sizes, *rows)))
+PY
 
 section "openssl s_server -async / s_client -async through the provider"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
@@ -236,8 +240,8 @@ for b in libcrypto preload; do
   grep -q 'hold: paused=1000 ' "$work/hold-$b.txt" || fail "$b: not 1000 paused at once"
 done
 
-section "handshakes/s (one thread; counts checked as above)"
-printf '%-10s %-6s %-6s %12s %12s\n' latency N rounds libcrypto libasyncjob
+section "handshakes/s and loop-thread CPU us per handshake (one thread; wall clock is noisy)"
+printf '%-8s %-5s %-6s %18s %18s\n' latency N rounds libcrypto libasyncjob
 for lat in 0 50; do
   for nr in 1:32 16:4 256:1; do
     n=${nr%:*} r=${nr#*:}
@@ -245,9 +249,9 @@ for lat in 0 50; do
     for b in libcrypto preload; do
       OFFLOAD_LATENCY_US=$lat drive "$b" -n "$n" -r "$r" > "$work/rate.txt" \
         || { cat "$work/rate.txt"; fail "rate run"; }
-      rates+=("$(sed -n 's/.*handshakes_per_s=\([0-9]*\).*/\1/p' "$work/rate.txt")")
+      rates+=("$(sed -n 's/.*handshakes_per_s=\([0-9]*\) loop_thread_cpu_us_per_handshake=\([0-9]*\).*/\1 hs\/s \2 us/p' "$work/rate.txt")")
     done
-    printf '%-10s %-6s %-6s %12s %12s\n' "${lat}us" "$n" "$r" "${rates[0]}" "${rates[1]}"
+    printf '%-8s %-5s %-6s %18s %18s\n' "${lat}us" "$n" "$r" "${rates[0]}" "${rates[1]}"
   done
 done
 echo "pauses per handshake (client + server): $(sed -n 's/.*pauses_per_handshake=\([0-9.]*\).*/\1/p' "$work/case-fd-50us-libcrypto.txt")"
