@@ -396,8 +396,6 @@ static void new_pair(SSL_CTX *sctx, SSL_CTX *cctx, int i)
     }
 }
 
-static int any_stuck_socket_work; /* set by the loop when a socket event was handled */
-
 static void run_batch(SSL_CTX *sctx, SSL_CTX *cctx)
 {
     int nconn = 2 * npairs;
@@ -426,8 +424,7 @@ static void run_batch(SSL_CTX *sctx, SSL_CTX *cctx)
                 continue;
             die("epoll_wait");
         }
-        any_stuck_socket_work = 0;
-        int async_ready = 0;
+        int socket_work = 0; /* a socket event was handled in this turn */
         for (int k = 0; k < n; k++) {
             enum tag tag = (enum tag)(evs[k].data.u64 >> 32);
             uint32_t val = (uint32_t)evs[k].data.u64;
@@ -435,11 +432,10 @@ static void run_batch(SSL_CTX *sctx, SSL_CTX *cctx)
                 struct conn *c = &conns[val];
                 if (c->state != S_IO)
                     continue;
-                any_stuck_socket_work = 1;
+                socket_work = 1;
                 ep_ctl(EPOLL_CTL_MOD, c->sock, 0, T_SOCK, c->id);
                 step(c);
             } else if (tag == T_AFD) {
-                async_ready++;
                 if (holding)
                     continue;
                 int fd = (int)val;
@@ -484,7 +480,7 @@ static void run_batch(SSL_CTX *sctx, SSL_CTX *cctx)
                 }
             }
         }
-        if (holding && !any_stuck_socket_work && njobwait == 0) {
+        if (holding && !socket_work && njobwait == 0) {
             /* nothing but paused jobs: every one of them is holding its stack now */
             hold_paused = (unsigned long)nparked;
             rss_hold = rss_bytes();
@@ -521,7 +517,6 @@ static void run_batch(SSL_CTX *sctx, SSL_CTX *cctx)
                 step(snap[j]);
             free(snap);
         }
-        (void)async_ready;
     }
     free(evs);
     for (int i = 0; i < nconn; i++)
