@@ -414,3 +414,102 @@ fn header_is_compatible_with_openssl_in_either_order() {
         "cxx-ours-first",
     );
 }
+
+/// Smoke test of the offload fixture in `tests/offload/` (run in full, with Valgrind, `openssl
+/// speed` and `s_server`, by `ci/step-46-offload.sh`): the provider's SHA-2 digests pause libssl's
+/// jobs, and two concurrent TLS 1.3 handshakes (one pair abandoned while paused) driven by the
+/// one-thread epoll driver give identical counts with libcrypto's ASYNC and with libasyncjob linked
+/// before libcrypto, with a fresh fd per operation and with wait-context callbacks.
+#[test]
+fn offload_provider_tls_handshakes_count_the_same_on_both_backends() {
+    let src = manifest_dir().join("tests/offload");
+    let dir = out_dir().join("offload");
+    std::fs::create_dir_all(&dir).expect("create the offload output directory");
+    let libdir = lib_dir();
+    let cc = || {
+        let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+        cmd.args(["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"]);
+        cmd
+    };
+    let compile = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().expect("run the C compiler");
+        assert!(
+            out.status.success(),
+            "compiling {what} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let provider = dir.join("offload.so");
+    compile(
+        cc().args(["-fPIC", "-shared", "-o"])
+            .arg(&provider)
+            .arg(src.join("offload_provider.c"))
+            .args(["-lcrypto", "-lpthread"]),
+        "the offload provider",
+    );
+    let template =
+        std::fs::read_to_string(src.join("offload.cnf.in")).expect("read offload.cnf.in");
+    let conf = dir.join("offload.cnf");
+    std::fs::write(
+        &conf,
+        template.replace("@MODULE@", provider.to_str().expect("UTF-8 path")),
+    )
+    .expect("write offload.cnf");
+    let with_libcrypto = dir.join("tls_driver-libcrypto");
+    compile(
+        cc().arg("-o")
+            .arg(&with_libcrypto)
+            .arg(src.join("tls_driver.c"))
+            .args(["-lssl", "-lcrypto"]),
+        "tls_driver (libcrypto)",
+    );
+    let with_asyncjob = dir.join("tls_driver-asyncjob");
+    compile(
+        cc().arg("-o")
+            .arg(&with_asyncjob)
+            .arg(src.join("tls_driver.c"))
+            .arg("-Wl,--no-as-needed")
+            .arg(format!("-L{}", libdir.display()))
+            .arg("-lasyncjob")
+            .arg(format!("-Wl,-rpath,{}", libdir.display()))
+            .args(["-lssl", "-lcrypto"]),
+        "tls_driver (libasyncjob)",
+    );
+    for (fd_mode, args) in [
+        ("op", ["-n", "2", "-m", "fd", "-a", "2", "-q"]),
+        ("ctx", ["-n", "2", "-m", "callback", "-a", "2", "-q"]),
+    ] {
+        let outputs: Vec<String> = [&with_libcrypto, &with_asyncjob]
+            .into_iter()
+            .map(|bin| {
+                let out = Command::new("timeout")
+                    .arg("60")
+                    .arg(bin)
+                    .args(args)
+                    .env("OPENSSL_CONF", &conf)
+                    .env("OFFLOAD_FD_MODE", fd_mode)
+                    .env("OFFLOAD_LATENCY_US", "0")
+                    .env_remove("OFFLOAD_BLOCK_EVERY")
+                    .output()
+                    .expect("run tls_driver");
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success() && stdout.ends_with("RESULT: OK\n"),
+                    "{} {args:?} ({fd_mode}) failed ({}):\n{stdout}\n{}",
+                    bin.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    stdout.contains("handshakes=1 pairs_done=1 abandoned=1 "),
+                    "{stdout}"
+                );
+                stdout
+            })
+            .collect();
+        assert_eq!(
+            outputs[0], outputs[1],
+            "counts differ ({fd_mode}, {args:?})"
+        );
+    }
+}
