@@ -28,6 +28,29 @@ ASYNCJOB_HIDDEN void asyncjob__thread_unprepare(void);
 /* Called when a fiber's entry function returns, which the contract forbids. */
 ASYNCJOB_HIDDEN ASYNCJOB_NORETURN void asyncjob__fiber_returned(void);
 
+/* Test hook of stack_posix.c (tests/stacks.rs): the most table slots one lookup of the fault handler
+   examines for a fault at `addr`, and in *found whether it finds a stack whose gap holds `addr`. */
+size_t asyncjob__stack_registry_probe(const void *addr, int *found);
+
+/* ---- Valgrind (every build that found valgrind/valgrind.h) ----------------------------------------- */
+
+/*
+ * Fiber stacks are registered with Valgrind (VALGRIND_STACK_REGISTER) so that it knows a switch from a
+ * stack change and its unwinder stays within the fiber's stack; natively the client requests cost a
+ * few instructions. Built without the header, nothing is registered (see asyncjob_fiber.h).
+ */
+#if defined(ASYNCJOB_VALGRIND)
+#  include <valgrind/valgrind.h>
+static inline unsigned asyncjob__valgrind_register(void *base, size_t size) {
+    return VALGRIND_STACK_REGISTER(base, (char *)base + size);
+}
+static inline void asyncjob__valgrind_deregister(unsigned id) {
+    if (id != 0) {
+        VALGRIND_STACK_DEREGISTER(id);
+    }
+}
+#endif
+
 /* ---- Sanitizer support (feature `sanitizers`) ------------------------------------------------------ */
 
 #if defined(ASYNCJOB_SANITIZERS)
@@ -48,16 +71,11 @@ void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, 
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
 #  endif
 
-#  if defined(ASYNCJOB_VALGRIND)
-#    include <valgrind/valgrind.h>
-#  endif
-
 /* What the sanitizers need to know about one fiber's stack. */
 struct asyncjob__san {
     void *fake_stack;       /* ASan's fake stack of this fiber while it is switched out */
     const void *bottom;     /* lowest byte of the stack (for the thread fiber: learnt on first switch) */
     size_t size;
-    unsigned valgrind_id;   /* 0 when not registered */
 };
 
 /* The fiber that performed the latest switch on this thread, so the arriving side can record the
@@ -68,19 +86,6 @@ static inline void asyncjob__san_register(struct asyncjob__san *s, void *base, s
     s->fake_stack = NULL;
     s->bottom = base;
     s->size = size;
-    s->valgrind_id = 0;
-#  if defined(ASYNCJOB_VALGRIND)
-    s->valgrind_id = VALGRIND_STACK_REGISTER(base, (char *)base + size);
-#  endif
-}
-
-static inline void asyncjob__san_deregister(struct asyncjob__san *s) {
-#  if defined(ASYNCJOB_VALGRIND)
-    if (s->valgrind_id != 0) {
-        VALGRIND_STACK_DEREGISTER(s->valgrind_id);
-    }
-#  endif
-    s->valgrind_id = 0;
 }
 
 static inline void asyncjob__san_before(struct asyncjob__san *from, struct asyncjob__san *to) {

@@ -222,3 +222,32 @@ fn threads_switch_their_own_fibers_concurrently() {
     assert!(results.iter().all(|&(_, seen)| seen == 100_000));
     assert_ne!(results[0].0, results[1].0, "thread fibers are per thread");
 }
+
+unsafe extern "C" fn allocating_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's PingPong, which outlives the fiber; the thread side does not touch
+    // it while the fiber runs.
+    let state: &PingPong = unsafe { arg_ref(arg) };
+    // Under Valgrind every allocation records a backtrace, which walks the fiber's stack up to its
+    // top frame and must stop there rather than read the neighbouring slot's guard.
+    let boxed = std::hint::black_box(Box::new([7u8; 100]));
+    state.seen.set(boxed.iter().map(|&b| b as usize).sum());
+    drop(boxed);
+    switch(state.me.get(), state.thread, 0);
+    unreachable!("never resumed");
+}
+
+/// Fibers on neighbouring slots (each one's top right below the next one's guard) allocate memory.
+/// Built without features this is the case that used to crash Valgrind itself ("the 'impossible'
+/// happened: Killed by fatal signal" in its stack unwinder) when stacks were not registered with it.
+#[test]
+fn fibers_on_neighbouring_stacks_allocate() {
+    let thread = thread_fiber();
+    let stacks: Vec<Stack> = (0..4).map(|_| Stack::new(STACK).expect("stack")).collect();
+    for stack in &stacks {
+        let state = PingPong::new(thread);
+        let fiber = Fiber::new(stack, allocating_entry, state.arg());
+        state.me.set(fiber.raw);
+        assert_eq!(switch(thread, fiber.raw, 0), 0);
+        assert_eq!(state.seen.get(), 700);
+    }
+}
