@@ -136,7 +136,8 @@ size_t asyncjob_page_size(void);
  * =mprotect in the environment forces that fallback.
  *
  * Under Valgrind (detected at run time in every build) the gap is always made with mprotect, which
- * Valgrind understands, and every fiber's stack is registered with VALGRIND_STACK_REGISTER. That needs
+ * Valgrind understands (at most 4096 such guards: Valgrind's own table of mappings is smaller than
+ * the kernel's), and every fiber's stack is registered with VALGRIND_STACK_REGISTER. That needs
  * valgrind/valgrind.h when the shim is built (build.rs looks for it, or ASYNCJOB_VALGRIND_INCLUDE);
  * built without it, Valgrind is recognised by its preload library in LD_PRELOAD and gets mprotect
  * gaps, but stacks stay unregistered, so Valgrind may warn about stack switches.

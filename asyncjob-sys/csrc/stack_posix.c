@@ -470,6 +470,7 @@ static void slabs_init(void);
  */
 static size_t mprotect_guards;
 static size_t mprotect_guards_max = SIZE_MAX;
+#define VALGRIND_GUARDS_MAX ((size_t)4096)
 
 #if defined(__linux__)
 static size_t read_max_map_count(void) {
@@ -517,13 +518,19 @@ static void reporter_init(void) {
     /* Valgrind knows nothing of guard markers (it takes the pages for accessible and its own stack
        unwinder reads them) nor of process_madvise and pidfd_open: mprotect guards only. */
     int use_madvise = only == NULL || strcmp(only, "mprotect") != 0;
-    if (under_valgrind()) {
+    int valgrind = under_valgrind();
+    if (valgrind) {
         use_madvise = 0;
     }
     if (use_madvise) {
         probe_madvise_guard(allow_batch);
     }
     mprotect_guards_max = read_max_map_count() / 4;
+    /* Valgrind keeps its own table of mappings, which is smaller (VG_N_SEGMENTS, 30000 in 3.19) and
+       fatal when full. */
+    if (valgrind && mprotect_guards_max > VALGRIND_GUARDS_MAX) {
+        mprotect_guards_max = VALGRIND_GUARDS_MAX;
+    }
 #else
     (void)under_valgrind;
 #endif
