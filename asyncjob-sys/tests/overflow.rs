@@ -189,7 +189,11 @@ fn a_user_sent_sigsegv_kills_as_without_the_library() {
             .output()
             .expect("spawn child");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(SIGSEGV), "[{how}] stderr: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(SIGSEGV),
+            "[{how}] stderr: {stderr}"
+        );
         assert!(!stderr.contains("survived"), "[{how}] stderr: {stderr}");
         assert!(!stderr.contains("asyncjob:"), "[{how}] stderr: {stderr}");
     }

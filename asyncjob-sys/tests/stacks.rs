@@ -180,7 +180,10 @@ fn a_freed_slot_is_reused_without_its_old_contents() {
         "the freed slot is handed out again"
     );
     assert_eq!(again.0.guard, guard, "its guard stayed in place");
-    assert_eq!(again.0.base as usize, slot + (again.0.mapping_size - again.0.size));
+    assert_eq!(
+        again.0.base as usize,
+        slot + (again.0.mapping_size - again.0.size)
+    );
     // Linux drops the pages at once (MADV_DONTNEED); elsewhere MADV_FREE may keep them until memory
     // is short, which is also fine for a stack.
     #[cfg(target_os = "linux")]
@@ -401,7 +404,9 @@ fn a_big_frame_lands_in_the_gap_not_in_the_neighbour() {
             .and_then(|v| v.parse().ok())
             .expect("skip");
         let request = 64 * 1024;
-        let stacks: Vec<Stack> = (0..4).map(|_| Stack::new(request).expect("stack")).collect();
+        let stacks: Vec<Stack> = (0..4)
+            .map(|_| Stack::new(request).expect("stack"))
+            .collect();
         // Two neighbouring slots: `upper` starts where `lower` ends.
         let (lower, upper) = stacks
             .iter()
@@ -427,10 +432,15 @@ fn a_big_frame_lands_in_the_gap_not_in_the_neighbour() {
         let (signal, stderr) = run_child(NAME, &[(SKIP_VAR, &skip.to_string())]);
         assert_eq!(signal, Some(SIGABRT), "[skip {skip}] stderr: {stderr}");
         assert!(
-            stderr.contains("asyncjob: stack overflow in a fiber: the job used more than its 65536-byte stack"),
+            stderr.contains(
+                "asyncjob: stack overflow in a fiber: the job used more than its 65536-byte stack"
+            ),
             "[skip {skip}] stderr: {stderr}"
         );
-        assert!(!stderr.contains("survived"), "[skip {skip}] stderr: {stderr}");
+        assert!(
+            !stderr.contains("survived"),
+            "[skip {skip}] stderr: {stderr}"
+        );
     }
 }
 
@@ -459,13 +469,25 @@ fn mprotect_guards_leave_map_entries_for_the_application() {
                 Ok(s) => stacks.push(s),
                 Err(e) => break e,
             }
-            assert!(stacks.len() < max, "{} stacks and never refused", stacks.len());
+            assert!(
+                stacks.len() < max,
+                "{} stacks and never refused",
+                stacks.len()
+            );
         };
         assert_eq!(error, ENOMEM);
-        assert!(stacks.iter().all(|s| s.0.guard == sys::ASYNCJOB_GUARD_MPROTECT));
+        assert!(
+            stacks
+                .iter()
+                .all(|s| s.0.guard == sys::ASYNCJOB_GUARD_MPROTECT)
+        );
         // The documented cap: a quarter of vm.max_map_count (each guard splits off two entries).
         assert!(stacks.len() <= max / 4, "{} stacks of {max}", stacks.len());
-        eprintln!("{} stacks refused at {} map entries of {max}", stacks.len(), map_count());
+        eprintln!(
+            "{} stacks refused at {} map entries of {max}",
+            stacks.len(),
+            map_count()
+        );
         // The application still gets new map entries: 2000 of them, from mmap and mprotect...
         let ps = page_size();
         const PAGES: usize = 4000;
@@ -485,16 +507,18 @@ fn mprotect_guards_leave_map_entries_for_the_application() {
             );
             assert_ne!(mem as isize, -1, "mmap failed");
             for i in (0..PAGES).step_by(2) {
-                assert_eq!(mprotect(mem.add(i * ps), ps, PROT_READ), 0, "mprotect page {i}");
+                assert_eq!(
+                    mprotect(mem.add(i * ps), ps, PROT_READ),
+                    0,
+                    "mprotect page {i}"
+                );
             }
             assert_eq!(munmap(mem, PAGES * ps), 0);
         }
         // ... malloc (big enough to be its own mapping) and pthread_create.
         let big = vec![1u8; 8 << 20];
         assert_eq!(big[(8 << 20) - 1], 1);
-        let threads: Vec<_> = (0..16)
-            .map(|i| std::thread::spawn(move || i * 2))
-            .collect();
+        let threads: Vec<_> = (0..16).map(|i| std::thread::spawn(move || i * 2)).collect();
         let sum: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
         assert_eq!(sum, 240);
         drop(stacks);
@@ -518,7 +542,8 @@ unsafe extern "C" {
 fn registry_probe(addr: usize) -> (bool, usize) {
     let mut found = 0;
     // SAFETY: a read-only query on any address; `found` is a valid out pointer.
-    let probe = unsafe { asyncjob__stack_registry_probe(addr as *const core::ffi::c_void, &mut found) };
+    let probe =
+        unsafe { asyncjob__stack_registry_probe(addr as *const core::ffi::c_void, &mut found) };
     (found != 0, probe)
 }
 
@@ -531,7 +556,9 @@ fn the_overflow_table_stays_short_after_churn() {
         for round in 0..6 {
             // Another size each round: other slabs, other addresses.
             let request = (16 + 4 * round) * 1024;
-            let stacks: Vec<Stack> = (0..3000).map(|_| Stack::new(request).expect("stack")).collect();
+            let stacks: Vec<Stack> = (0..3000)
+                .map(|_| Stack::new(request).expect("stack"))
+                .collect();
             // While they live, every one is found.
             for s in &stacks {
                 assert!(registry_probe(s.0.base as usize - 1).0);
