@@ -46,7 +46,7 @@ fn linux_6_13_and_later_use_madvise_guards() {
     let stack = Stack::new(16 * 1024).expect("stack");
     if emulated {
         assert_ne!(stack.0.guard, sys::ASYNCJOB_GUARD_NONE);
-    } else if under_valgrind() {
+    } else if under_valgrind() || forced_mprotect() {
         // Valgrind does not know guard markers: the shim detects it and uses mprotect.
         assert_eq!(stack.0.guard, sys::ASYNCJOB_GUARD_MPROTECT);
     } else if version >= (6, 13) {
