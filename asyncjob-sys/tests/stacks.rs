@@ -428,19 +428,24 @@ fn a_big_frame_lands_in_the_gap_not_in_the_neighbour() {
         return;
     }
     let ps = page_size();
-    for skip in [2 * ps, 32 * 1024, 60 * 1024, MIN_GAP] {
-        let (signal, stderr) = run_child(NAME, &[(SKIP_VAR, &skip.to_string())]);
-        assert_eq!(signal, Some(SIGABRT), "[skip {skip}] stderr: {stderr}");
-        assert!(
-            stderr.contains(
-                "asyncjob: stack overflow in a fiber: the job used more than its 65536-byte stack"
-            ),
-            "[skip {skip}] stderr: {stderr}"
-        );
-        assert!(
-            !stderr.contains("survived"),
-            "[skip {skip}] stderr: {stderr}"
-        );
+    for choice in GUARD_CHOICES {
+        for skip in [2 * ps, 32 * 1024, 60 * 1024, MIN_GAP] {
+            let skip_text = skip.to_string();
+            let env = [
+                (SKIP_VAR, skip_text.as_str()),
+                ("ASYNCJOB_STACK_GUARD", choice),
+            ];
+            let (signal, stderr) = run_child(NAME, &env);
+            let at = format!("[{choice}, skip {skip}]");
+            assert_eq!(signal, Some(SIGABRT), "{at} stderr: {stderr}");
+            assert!(
+                stderr.contains(
+                    "asyncjob: stack overflow in a fiber: the job used more than its 65536-byte stack"
+                ),
+                "{at} stderr: {stderr}"
+            );
+            assert!(!stderr.contains("survived"), "{at} stderr: {stderr}");
+        }
     }
 }
 
