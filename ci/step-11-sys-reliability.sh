@@ -7,7 +7,8 @@
 #      thread, whose stack is far from the fiber stacks);
 #   2. the stack tests once more with the mprotect fallback forced (ASYNCJOB_STACK_GUARD=mprotect),
 #      as on kernels before 6.13: map-count cap, gap and overflow reports.
-# Run time here (2 shared cores, warm target dir): about 2 minutes, almost all of it Valgrind.
+# Run time here (2 shared cores): about 1 minute with a warm target dir, 2 minutes cold; most of it
+# is Valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/sys-reliability"
