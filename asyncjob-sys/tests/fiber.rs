@@ -227,8 +227,7 @@ unsafe extern "C" fn allocating_entry(arg: *mut c_void, _first: *mut c_void) {
     // SAFETY: `arg` is the test's PingPong, which outlives the fiber; the thread side does not touch
     // it while the fiber runs.
     let state: &PingPong = unsafe { arg_ref(arg) };
-    // Under Valgrind every allocation records a backtrace, which walks the fiber's stack up to its
-    // top frame and must stop there rather than read the neighbouring slot's guard.
+    // Under Valgrind every allocation records a backtrace of the fiber's stack.
     let boxed = std::hint::black_box(Box::new([7u8; 100]));
     state.seen.set(boxed.iter().map(|&b| b as usize).sum());
     drop(boxed);
@@ -236,9 +235,9 @@ unsafe extern "C" fn allocating_entry(arg: *mut c_void, _first: *mut c_void) {
     unreachable!("never resumed");
 }
 
-/// Fibers on neighbouring slots (each one's top right below the next one's guard) allocate memory.
-/// Built without features this is the case that used to crash Valgrind itself ("the 'impossible'
-/// happened: Killed by fatal signal" in its stack unwinder) when stacks were not registered with it.
+/// Fibers on neighbouring slots (each one's top right below the next one's gap) allocate memory;
+/// ci/step-11-sys-reliability.sh runs this under Valgrind, where each allocation records a backtrace
+/// of the fiber's stack.
 #[test]
 fn fibers_on_neighbouring_stacks_allocate() {
     let thread = thread_fiber();
@@ -253,10 +252,9 @@ fn fibers_on_neighbouring_stacks_allocate() {
 }
 
 /// A fiber whose stack lies megabytes away from its thread's stack (the second 4 MiB slot of a slab
-/// of its own: at least 8 MiB from anything outside the slab). Natively an ordinary round trip;
-/// under Valgrind the stack must be registered, or Valgrind takes every switch for a wild stack
-/// pointer change ("Warning: client switching stacks?", which ci/step-11-sys-reliability.sh
-/// rejects) and its unwinder walks off the fiber's stack.
+/// of its own: at least 8 MiB from anything outside the slab): switches change the stack pointer by
+/// more than Valgrind's 2 MB frame limit. ci/step-11-sys-reliability.sh runs this under Valgrind and
+/// rejects its "client switching stacks?" warning.
 #[test]
 fn a_fiber_far_from_its_thread_stack_switches_cleanly() {
     let thread = thread_fiber();
