@@ -254,7 +254,7 @@ fn fibers_on_neighbouring_stacks_allocate() {
 /// A fiber whose stack lies megabytes away from its thread's stack (the second 4 MiB slot of a slab
 /// of its own: at least 8 MiB from anything outside the slab): switches change the stack pointer by
 /// more than Valgrind's 2 MB frame limit. ci/step-11-sys-reliability.sh runs this under Valgrind and
-/// rejects its "client switching stacks?" warning.
+/// rejects its "client switching stacks?" warning, which it printed while stacks were not registered.
 #[test]
 fn a_fiber_far_from_its_thread_stack_switches_cleanly() {
     let thread = thread_fiber();
