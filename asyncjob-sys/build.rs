@@ -67,8 +67,13 @@ fn main() {
         build.define("ASYNCJOB_SANITIZERS", "1");
         // The ASan runtime comes from rustc (-Zsanitizer=address); the C code only calls its
         // fiber-switch annotations and need not be instrumented itself.
-        if var("CARGO_CFG_SANITIZE").split(',').any(|s| s == "address") {
+        let sanitize = var("CARGO_CFG_SANITIZE");
+        if sanitize.split(',').any(|s| s == "address") {
             build.define("ASYNCJOB_ASAN", "1");
+        }
+        // Likewise TSan (-Zsanitizer=thread): fiber create/switch/destroy annotations.
+        if sanitize.split(',').any(|s| s == "thread") {
+            build.define("ASYNCJOB_TSAN", "1");
         }
     }
     // Every build (not only `sanitizers`) detects Valgrind at run time and registers fiber stacks

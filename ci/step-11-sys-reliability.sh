@@ -7,8 +7,12 @@
 #      thread, whose stack is far from the fiber stacks);
 #   2. the stack tests once more with the mprotect fallback forced (ASYNCJOB_STACK_GUARD=mprotect),
 #      as on kernels before 6.13: map-count cap, gap and overflow reports.
-# Run time here (2 shared cores): about 1 minute with a warm target dir, 2 minutes cold; most of it
-# is Valgrind.
+#   3. ThreadSanitizer (nightly, feature sanitizers: TSan fiber annotations) on the test binaries
+#      without libtest's harness (main_thread, many_fibers), both backends. std is not instrumented
+#      (-Cunsafe-allow-abi-mismatch=sanitizer): the nightly here has no rust-src for -Zbuild-std, and
+#      without it the libtest-based binaries report races inside libtest's own channels.
+# Run time here (2 shared cores): 56 s with warm target dirs, 200 s cold (the TSan build of the
+# dependencies is most of that); Valgrind is most of the warm run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/sys-reliability"
@@ -48,6 +52,18 @@ done
 
 section "stack tests with the mprotect fallback forced"
 ASYNCJOB_STACK_GUARD=mprotect cargo test -p asyncjob-sys --test stacks --test overflow --test fiber
+
+section "ThreadSanitizer (nightly, feature sanitizers), harness-free test binaries"
+if ! cargo +nightly -V >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal
+fi
+host=$(rustc -vV | sed -n 's/^host: //p')
+for features in sanitizers "sanitizers ucontext"; do
+  RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
+    CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tsan" \
+    cargo +nightly test -p asyncjob-sys --features "$features" --target "$host" \
+    --test main_thread --test many_fibers
+done
 
 [ "$fail" = 0 ] || { echo "[sys-reliability] valgrind found problems" >&2; exit 1; }
 echo "[sys-reliability] all checks passed"

@@ -104,12 +104,14 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
 }
 
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
-#if defined(ASYNCJOB_VALGRIND)
-    if (fiber != NULL) {
-        asyncjob__valgrind_deregister(fiber->valgrind_id);
-        fiber->valgrind_id = 0;
+    if (fiber == NULL) {
+        return;
     }
-#else
-    (void)fiber;
+#if defined(ASYNCJOB_SANITIZERS)
+    asyncjob__san_deregister(&fiber->san);
+#endif
+#if defined(ASYNCJOB_VALGRIND)
+    asyncjob__valgrind_deregister(fiber->valgrind_id);
+    fiber->valgrind_id = 0;
 #endif
 }

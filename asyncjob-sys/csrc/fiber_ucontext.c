@@ -191,12 +191,14 @@ void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *valu
 }
 
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
-#if defined(ASYNCJOB_VALGRIND)
-    if (fiber != NULL) {
-        asyncjob__valgrind_deregister(fiber->valgrind_id);
-        fiber->valgrind_id = 0;
+    if (fiber == NULL) {
+        return;
     }
-#else
-    (void)fiber;
+#if defined(ASYNCJOB_SANITIZERS)
+    asyncjob__san_deregister(&fiber->san);
+#endif
+#if defined(ASYNCJOB_VALGRIND)
+    asyncjob__valgrind_deregister(fiber->valgrind_id);
+    fiber->valgrind_id = 0;
 #endif
 }

@@ -65,6 +65,26 @@ static inline void asyncjob__valgrind_deregister(unsigned id) {
 #    endif
 #  endif
 
+#  if !defined(ASYNCJOB_TSAN)
+#    if defined(__SANITIZE_THREAD__)
+#      define ASYNCJOB_TSAN 1
+#    elif defined(__has_feature)
+#      if __has_feature(thread_sanitizer)
+#        define ASYNCJOB_TSAN 1
+#      endif
+#    endif
+#  endif
+
+#  if defined(ASYNCJOB_TSAN)
+/* Provided by the TSan runtime (rustc's -Zsanitizer=thread or the C compiler's -fsanitize=thread):
+   every fiber gets a TSan context of its own, with its own shadow stack, and a switch (flags 0)
+   orders what the fiber left did before what the fiber entered does. */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#  endif
+
 #  if defined(ASYNCJOB_ASAN)
 /* Provided by the ASan runtime (rustc's -Zsanitizer=address or the C compiler's -fsanitize=address). */
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
@@ -76,6 +96,8 @@ struct asyncjob__san {
     void *fake_stack;       /* ASan's fake stack of this fiber while it is switched out */
     const void *bottom;     /* lowest byte of the stack (for the thread fiber: learnt on first switch) */
     size_t size;
+    void *tsan_fiber;       /* TSan's context (for the thread fiber: learnt on its first switch) */
+    int tsan_owned;         /* 1 when tsan_fiber was made by asyncjob__san_register */
 };
 
 /* The fiber that performed the latest switch on this thread, so the arriving side can record the
@@ -86,13 +108,39 @@ static inline void asyncjob__san_register(struct asyncjob__san *s, void *base, s
     s->fake_stack = NULL;
     s->bottom = base;
     s->size = size;
+    s->tsan_fiber = NULL;
+    s->tsan_owned = 0;
+#  if defined(ASYNCJOB_TSAN)
+    s->tsan_fiber = __tsan_create_fiber(0);
+    s->tsan_owned = 1;
+#  endif
+}
+
+/* Only for fibers that asyncjob__san_register set up, never for a thread fiber. */
+static inline void asyncjob__san_deregister(struct asyncjob__san *s) {
+#  if defined(ASYNCJOB_TSAN)
+    if (s->tsan_owned && s->tsan_fiber != NULL) {
+        __tsan_destroy_fiber(s->tsan_fiber);
+    }
+#  endif
+    s->tsan_fiber = NULL;
+    s->tsan_owned = 0;
 }
 
 static inline void asyncjob__san_before(struct asyncjob__san *from, struct asyncjob__san *to) {
     asyncjob__san_prev = from;
 #  if defined(ASYNCJOB_ASAN)
     __sanitizer_start_switch_fiber(&from->fake_stack, to->bottom, to->size);
-#  else
+#  endif
+#  if defined(ASYNCJOB_TSAN)
+    /* A thread fiber leaves for the first time: its context is the thread's own. */
+    if (from->tsan_fiber == NULL) {
+        from->tsan_fiber = __tsan_get_current_fiber();
+    }
+    /* Immediately before the switch: from here on TSan attributes everything to `to`. */
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#  endif
+#  if !defined(ASYNCJOB_ASAN) && !defined(ASYNCJOB_TSAN)
     (void)to;
 #  endif
 }
