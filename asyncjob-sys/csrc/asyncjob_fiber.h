@@ -96,11 +96,12 @@ void asyncjob_fiber_free(asyncjob_fiber *fiber);
  * is touched in order), so any Rust frame qualifies. C code qualifies up to this size; larger frames
  * need -fstack-clash-protection (GCC, Clang), which probes them page by page likewise. For scale: the
  * largest fixed frame in the x86_64 builds of glibc 2.36 and OpenSSL 3.0 (libc.so.6, libcrypto.so.3,
- * libssl.so.3) is 33312 bytes (vfwprintf), the next 18600 (fnmatch); glibc's own alloca limit
- * (__MAX_ALLOCA_CUTOFF) is 64 KiB. The gap costs address space only: no memory, and with
- * MADV_GUARD_INSTALL no extra map entry either.
+ * libssl.so.3, built without stack-clash probes) is 33312 bytes (vfwprintf), the next 18600
+ * (fnmatch); glibc allocas up to 64 KiB (__MAX_ALLOCA_CUTOFF), so 128 KiB covers a maximal glibc
+ * alloca on top of the largest fixed frame. The gap costs address space and page-table entries only:
+ * no RSS, and with MADV_GUARD_INSTALL no extra map entry either.
  */
-#define ASYNCJOB_STACK_GAP (64 * 1024)
+#define ASYNCJOB_STACK_GAP (128 * 1024)
 
 /* How the guard below a stack was made. */
 typedef enum asyncjob_guard_kind {
