@@ -67,24 +67,34 @@ fn main() {
         build.define("ASYNCJOB_SANITIZERS", "1");
         // The ASan runtime comes from rustc (-Zsanitizer=address); the C code only calls its
         // fiber-switch annotations and need not be instrumented itself.
-        if var("CARGO_CFG_SANITIZE").split(',').any(|s| s == "address") {
+        let sanitize = var("CARGO_CFG_SANITIZE");
+        if sanitize.split(',').any(|s| s == "address") {
             build.define("ASYNCJOB_ASAN", "1");
         }
-        if unix {
-            match valgrind_include() {
-                Some(dir) => {
-                    // /usr/include is on the compiler's default path already; adding it again
-                    // could reorder system headers for a cross compiler.
-                    if dir != Path::new("/usr/include") {
-                        build.include(dir);
-                    }
-                    build.define("ASYNCJOB_VALGRIND", "1");
+        // Likewise TSan (-Zsanitizer=thread): fiber create/switch/destroy annotations.
+        if sanitize.split(',').any(|s| s == "thread") {
+            build.define("ASYNCJOB_TSAN", "1");
+        }
+    }
+    // Every build (not only `sanitizers`) detects Valgrind at run time and registers fiber stacks
+    // with it, when valgrind.h is there; natively that costs a few instructions. Without the header
+    // the shim still sees Valgrind's preload library and uses mprotect guards under it, but cannot
+    // register stacks (documented in csrc/asyncjob_fiber.h).
+    if unix {
+        match valgrind_include() {
+            Some(dir) => {
+                // /usr/include is on the compiler's default path already; adding it again could
+                // reorder system headers for a cross compiler.
+                if dir != Path::new("/usr/include") {
+                    build.include(dir);
                 }
-                None => println!(
-                    "cargo:warning=valgrind/valgrind.h not found (install valgrind or set \
-                     ASYNCJOB_VALGRIND_INCLUDE): fiber stacks are not registered with Valgrind"
-                ),
+                build.define("ASYNCJOB_VALGRIND", "1");
             }
+            None if sanitizers => println!(
+                "cargo:warning=valgrind/valgrind.h not found (install valgrind or set \
+                 ASYNCJOB_VALGRIND_INCLUDE): fiber stacks are not registered with Valgrind"
+            ),
+            None => {}
         }
     }
 

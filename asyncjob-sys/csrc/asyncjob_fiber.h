@@ -87,11 +87,27 @@ void asyncjob_fiber_free(asyncjob_fiber *fiber);
 
 /* ---- Stacks ---------------------------------------------------------------------------------------- */
 
+/*
+ * Bytes of inaccessible address space (the "gap") below every stack from asyncjob_stack_alloc(),
+ * rounded up to whole pages. Guarantee: code whose every stack-pointer decrement (one frame, one
+ * alloca, one variable-length array) is at most this many bytes hits the gap when it runs off the
+ * bottom of its stack, whatever order it writes its frame in: the process ends with the overflow
+ * message and never writes into another stack. Rust code has stack probes (every page of a big frame
+ * is touched in order), so any Rust frame qualifies. C code qualifies up to this size; larger frames
+ * need -fstack-clash-protection (GCC, Clang), which probes them page by page likewise. For scale: the
+ * largest fixed frame in the x86_64 builds of glibc 2.36 and OpenSSL 3.0 (libc.so.6, libcrypto.so.3,
+ * libssl.so.3, built without stack-clash probes) is 33312 bytes (vfwprintf), the next 18600
+ * (fnmatch); glibc allocas up to 64 KiB (__MAX_ALLOCA_CUTOFF), so 128 KiB covers a maximal glibc
+ * alloca on top of the largest fixed frame. The gap costs address space and page-table entries only:
+ * no RSS, and with MADV_GUARD_INSTALL no extra map entry either.
+ */
+#define ASYNCJOB_STACK_GAP (128 * 1024)
+
 /* How the guard below a stack was made. */
 typedef enum asyncjob_guard_kind {
     ASYNCJOB_GUARD_NONE = 0,        /* no guard page (only for caller-supplied memory) */
     ASYNCJOB_GUARD_MADVISE = 1,     /* Linux >= 6.13 MADV_GUARD_INSTALL: no extra memory mapping */
-    ASYNCJOB_GUARD_MPROTECT = 2,    /* PROT_NONE page (one extra mapping per stack) */
+    ASYNCJOB_GUARD_MPROTECT = 2,    /* PROT_NONE gap (up to two extra map entries per stack) */
     ASYNCJOB_GUARD_OS = 3           /* the OS fiber stack's own guard (Windows) */
 } asyncjob_guard_kind;
 
@@ -99,8 +115,8 @@ typedef enum asyncjob_guard_kind {
 typedef struct asyncjob_stack {
     void *base;
     size_t size;
-    void *mapping;        /* start of the stack's own region, guard page included (a slot of a slab) */
-    size_t mapping_size;  /* size of that region, guard page included */
+    void *mapping;        /* start of the stack's own region, gap included (a slot of a slab) */
+    size_t mapping_size;  /* size of that region, gap included */
     asyncjob_guard_kind guard;
 } asyncjob_stack;
 
@@ -108,11 +124,24 @@ typedef struct asyncjob_stack {
 size_t asyncjob_page_size(void);
 
 /*
- * Reserve a stack of at least `size` usable bytes (rounded up to whole pages) with a guard page below
- * it. Memory is committed lazily: only touched pages cost RSS. Returns 0 on success and fills *out;
- * returns an errno value on failure (ENOMEM when neither a guard nor the mapping can be had: a stack
- * without a guard is never handed out). Where asyncjob_fiber_uses_caller_stack() is 0 this returns
- * ENOTSUP.
+ * Reserve a stack of at least `size` usable bytes (rounded up to whole pages) with an inaccessible gap
+ * of ASYNCJOB_STACK_GAP bytes below it. Memory is committed lazily: only touched pages cost RSS.
+ * Returns 0 on success and fills *out; returns an errno value on failure (ENOMEM when neither a guard
+ * nor the mapping can be had: a stack without a guard is never handed out).
+ * Where asyncjob_fiber_uses_caller_stack() is 0 this returns ENOTSUP.
+ *
+ * Linux guards the gap with MADV_GUARD_INSTALL (>= 6.13), else with mprotect(PROT_NONE), which splits
+ * a mapping: then at most a quarter of vm.max_map_count (read once) such guards exist at a time, so
+ * that the stacks take at most half of the process's map entries and the application keeps the rest
+ * for its own mmap, malloc and pthread_create; beyond that this returns ENOMEM. ASYNCJOB_STACK_GUARD
+ * =mprotect in the environment forces that fallback.
+ *
+ * Under Valgrind (detected at run time in every build) the gap is always made with mprotect, which
+ * Valgrind understands (at most 4096 such guards: Valgrind's own table of mappings is smaller than
+ * the kernel's), and every fiber's stack is registered with VALGRIND_STACK_REGISTER. That needs
+ * valgrind/valgrind.h when the shim is built (build.rs looks for it, or ASYNCJOB_VALGRIND_INCLUDE);
+ * built without it, Valgrind is recognised by its preload library in LD_PRELOAD and gets mprotect
+ * gaps, but stacks stay unregistered, so Valgrind may warn about stack switches.
  */
 int asyncjob_stack_alloc(size_t size, asyncjob_stack *out);
 

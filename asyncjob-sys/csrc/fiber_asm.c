@@ -21,6 +21,9 @@ struct asyncjob_fiber {
     void *arg;
     struct asyncjob__san san;
 #endif
+#if defined(ASYNCJOB_VALGRIND)
+    unsigned valgrind_id; /* 0 when not registered (not under Valgrind) */
+#endif
 };
 
 _Static_assert(offsetof(struct asyncjob_fiber, sp) == 0, "the asm reads sp at offset 0");
@@ -94,15 +97,21 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
 #else
     fiber->sp = asyncjob__arch_init_stack(top, entry, arg);
 #endif
+#if defined(ASYNCJOB_VALGRIND)
+    fiber->valgrind_id = asyncjob__valgrind_register(stack_base, stack_size);
+#endif
     return fiber;
 }
 
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
-#if defined(ASYNCJOB_SANITIZERS)
-    if (fiber != NULL) {
-        asyncjob__san_deregister(&fiber->san);
+    if (fiber == NULL) {
+        return;
     }
-#else
-    (void)fiber;
+#if defined(ASYNCJOB_SANITIZERS)
+    asyncjob__san_deregister(&fiber->san);
+#endif
+#if defined(ASYNCJOB_VALGRIND)
+    asyncjob__valgrind_deregister(fiber->valgrind_id);
+    fiber->valgrind_id = 0;
 #endif
 }

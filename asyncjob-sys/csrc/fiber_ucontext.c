@@ -57,6 +57,9 @@ struct asyncjob_fiber {
 #if defined(ASYNCJOB_SANITIZERS)
     struct asyncjob__san san;
 #endif
+#if defined(ASYNCJOB_VALGRIND)
+    unsigned valgrind_id; /* 0 when not registered (not under Valgrind) */
+#endif
 };
 
 #define FIBER_RESERVE ((sizeof(struct asyncjob_fiber) + 15u) & ~(size_t)15u)
@@ -152,6 +155,9 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
 #if defined(ASYNCJOB_SANITIZERS)
     asyncjob__san_register(&fiber->san, stack_base, stack_size);
 #endif
+#if defined(ASYNCJOB_VALGRIND)
+    fiber->valgrind_id = asyncjob__valgrind_register(stack_base, stack_size);
+#endif
     return fiber;
 }
 
@@ -185,11 +191,14 @@ void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *valu
 }
 
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
-#if defined(ASYNCJOB_SANITIZERS)
-    if (fiber != NULL) {
-        asyncjob__san_deregister(&fiber->san);
+    if (fiber == NULL) {
+        return;
     }
-#else
-    (void)fiber;
+#if defined(ASYNCJOB_SANITIZERS)
+    asyncjob__san_deregister(&fiber->san);
+#endif
+#if defined(ASYNCJOB_VALGRIND)
+    asyncjob__valgrind_deregister(fiber->valgrind_id);
+    fiber->valgrind_id = 0;
 #endif
 }

@@ -28,6 +28,29 @@ ASYNCJOB_HIDDEN void asyncjob__thread_unprepare(void);
 /* Called when a fiber's entry function returns, which the contract forbids. */
 ASYNCJOB_HIDDEN ASYNCJOB_NORETURN void asyncjob__fiber_returned(void);
 
+/* Test hook of stack_posix.c (tests/stacks.rs): the most table slots one lookup of the fault handler
+   examines for a fault at `addr`, and in *found whether it finds a stack whose gap holds `addr`. */
+size_t asyncjob__stack_registry_probe(const void *addr, int *found);
+
+/* ---- Valgrind (every build that found valgrind/valgrind.h) ----------------------------------------- */
+
+/*
+ * Fiber stacks are registered with Valgrind (VALGRIND_STACK_REGISTER) so that it knows a switch from a
+ * stack change and its unwinder stays within the fiber's stack; natively the client requests cost a
+ * few instructions. Built without the header, nothing is registered (see asyncjob_fiber.h).
+ */
+#if defined(ASYNCJOB_VALGRIND)
+#  include <valgrind/valgrind.h>
+static inline unsigned asyncjob__valgrind_register(void *base, size_t size) {
+    return VALGRIND_STACK_REGISTER(base, (char *)base + size);
+}
+static inline void asyncjob__valgrind_deregister(unsigned id) {
+    if (id != 0) {
+        VALGRIND_STACK_DEREGISTER(id);
+    }
+}
+#endif
+
 /* ---- Sanitizer support (feature `sanitizers`) ------------------------------------------------------ */
 
 #if defined(ASYNCJOB_SANITIZERS)
@@ -42,14 +65,30 @@ ASYNCJOB_HIDDEN ASYNCJOB_NORETURN void asyncjob__fiber_returned(void);
 #    endif
 #  endif
 
+#  if !defined(ASYNCJOB_TSAN)
+#    if defined(__SANITIZE_THREAD__)
+#      define ASYNCJOB_TSAN 1
+#    elif defined(__has_feature)
+#      if __has_feature(thread_sanitizer)
+#        define ASYNCJOB_TSAN 1
+#      endif
+#    endif
+#  endif
+
+#  if defined(ASYNCJOB_TSAN)
+/* Provided by the TSan runtime (rustc's -Zsanitizer=thread or the C compiler's -fsanitize=thread):
+   every fiber gets a TSan context of its own, with its own shadow stack, and a switch (flags 0)
+   orders what the fiber left did before what the fiber entered does. */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#  endif
+
 #  if defined(ASYNCJOB_ASAN)
 /* Provided by the ASan runtime (rustc's -Zsanitizer=address or the C compiler's -fsanitize=address). */
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
-#  endif
-
-#  if defined(ASYNCJOB_VALGRIND)
-#    include <valgrind/valgrind.h>
 #  endif
 
 /* What the sanitizers need to know about one fiber's stack. */
@@ -57,7 +96,8 @@ struct asyncjob__san {
     void *fake_stack;       /* ASan's fake stack of this fiber while it is switched out */
     const void *bottom;     /* lowest byte of the stack (for the thread fiber: learnt on first switch) */
     size_t size;
-    unsigned valgrind_id;   /* 0 when not registered */
+    void *tsan_fiber;       /* TSan's context (for the thread fiber: learnt on its first switch) */
+    int tsan_owned;         /* 1 when tsan_fiber was made by asyncjob__san_register */
 };
 
 /* The fiber that performed the latest switch on this thread, so the arriving side can record the
@@ -68,26 +108,39 @@ static inline void asyncjob__san_register(struct asyncjob__san *s, void *base, s
     s->fake_stack = NULL;
     s->bottom = base;
     s->size = size;
-    s->valgrind_id = 0;
-#  if defined(ASYNCJOB_VALGRIND)
-    s->valgrind_id = VALGRIND_STACK_REGISTER(base, (char *)base + size);
+    s->tsan_fiber = NULL;
+    s->tsan_owned = 0;
+#  if defined(ASYNCJOB_TSAN)
+    s->tsan_fiber = __tsan_create_fiber(0);
+    s->tsan_owned = 1;
 #  endif
 }
 
+/* Only for fibers that asyncjob__san_register set up, never for a thread fiber. */
 static inline void asyncjob__san_deregister(struct asyncjob__san *s) {
-#  if defined(ASYNCJOB_VALGRIND)
-    if (s->valgrind_id != 0) {
-        VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+#  if defined(ASYNCJOB_TSAN)
+    if (s->tsan_owned && s->tsan_fiber != NULL) {
+        __tsan_destroy_fiber(s->tsan_fiber);
     }
 #  endif
-    s->valgrind_id = 0;
+    s->tsan_fiber = NULL;
+    s->tsan_owned = 0;
 }
 
 static inline void asyncjob__san_before(struct asyncjob__san *from, struct asyncjob__san *to) {
     asyncjob__san_prev = from;
 #  if defined(ASYNCJOB_ASAN)
     __sanitizer_start_switch_fiber(&from->fake_stack, to->bottom, to->size);
-#  else
+#  endif
+#  if defined(ASYNCJOB_TSAN)
+    /* A thread fiber leaves for the first time: its context is the thread's own. */
+    if (from->tsan_fiber == NULL) {
+        from->tsan_fiber = __tsan_get_current_fiber();
+    }
+    /* Immediately before the switch: from here on TSan attributes everything to `to`. */
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#  endif
+#  if !defined(ASYNCJOB_ASAN) && !defined(ASYNCJOB_TSAN)
     (void)to;
 #  endif
 }

@@ -3,25 +3,29 @@
  *
  * Stacks are carved from slabs. A slab is one anonymous private mapping (MAP_NORESERVE where it
  * exists, MAP_STACK, no transparent huge pages) holding up to 64 slots of one size class; a slot is a
- * guard page followed by the usable pages, so every stack has its own guard right below it (and the
- * next slot's guard right above it). Nothing here touches the usable pages, so memory is committed
+ * gap of ASYNCJOB_STACK_GAP inaccessible bytes followed by the usable pages, so every stack has its
+ * own gap right below it (and the next slot's gap right above it, above the top of the stack where the
+ * fiber state lives). The gap is that wide, not one page, so that a single frame bigger than a page
+ * (C built without -fstack-clash-protection) still lands in it instead of in the neighbouring stack;
+ * the header states the guarantee. Nothing here touches the usable pages, so memory is committed
  * only as the fiber really uses it. Compared with one mapping per stack this saves the mmap and,
  * where the guards can be installed for a whole slab at once, the guard syscall of every fresh stack:
  * a fresh stack then costs only the page fault of its first use.
  *
- * For a slot, asyncjob_stack.mapping is the slot's start (its guard page) and mapping_size is the
- * slot's size (guard page + usable bytes), not the slab's mapping, which is never handed out.
+ * For a slot, asyncjob_stack.mapping is the slot's start (its gap) and mapping_size is the slot's size
+ * (gap + usable bytes), not the slab's mapping, which is never handed out.
  *
- * The guard page, in order of preference:
+ * The gap (the "guard"), in order of preference:
  *   1. Linux >= 6.13: madvise(MADV_GUARD_INSTALL). The guard is a page-table marker, not a separate
  *      mapping, so a slab stays one VMA (adjacent slabs even merge) and a million guarded stacks fit
  *      under the default vm.max_map_count (65530). Checked once per process to really fault (emulators
  *      such as qemu-user accept unknown advice and do nothing). When process_madvise() accepts the
  *      same advice for our own process (also checked once, by effect), a new slab gets all its guards
  *      in one call; otherwise each slot gets its guard when it is first handed out.
- *   2. mprotect(PROT_NONE) of the slot's first page when it is first handed out (elsewhere, or on older
- *      kernels). That splits the slab's VMA, so each stack in use costs two map entries, as before;
- *      near the map-count limit mprotect fails with ENOMEM.
+ *   2. mprotect(PROT_NONE) of the slot's gap when it is first handed out (elsewhere, on older kernels,
+ *      under Valgrind). That splits the slab's VMA, so each guard costs up to two map entries; on Linux
+ *      at most a quarter of vm.max_map_count guards exist at once (mprotect_guards_max), after which
+ *      allocation fails with ENOMEM rather than leave the application without map entries.
  *   3. Fallback when neither works: ENOMEM. A stack without a guard page is never handed out, so an
  *      overflow can never run silently into other memory.
  * A guard stays installed while its slot is free, so a recycled slot costs no syscall at all.
@@ -35,14 +39,16 @@
  * time. The slab bookkeeping sits behind one mutex: creating and dropping stacks is not the hot path
  * (jobs reuse their stacks through the per-thread pools).
  *
- * Overflow reporting: every stack handed out is recorded in a lock-free table keyed by its guard page.
- * The first allocation installs a SIGSEGV/SIGBUS handler (SA_SIGINFO | SA_ONSTACK), chained to the
- * handler that was there before. A fault whose address lies in one of our guard pages prints
+ * Overflow reporting: every stack handed out is recorded in a table (read without a lock) keyed by its
+ * base. The first allocation installs a SIGSEGV/SIGBUS handler (SA_SIGINFO | SA_ONSTACK), chained to
+ * the handler that was there before. A fault whose address lies in one of our gaps prints
  *   asyncjob: stack overflow in a fiber: the job used more than its N-byte stack (guard page hit at 0x...)
  * with write(2) and aborts. Any other fault goes to the previous handler, or, when that was the
  * default action, the default action is restored and the faulting instruction re-runs and dies the
- * usual way. The handler runs on the alternate signal stack that asyncjob_thread_fiber() gives the
- * thread (a fiber that overflowed has no stack left to run a handler on).
+ * usual way. A signal sent by a process (si_code <= 0: kill, raise, sigqueue) is never taken for a
+ * fault: it goes to the previous handler, stays ignored if that was SIG_IGN, or is raised again with
+ * the default action. The handler runs on the alternate signal stack that asyncjob_thread_fiber()
+ * gives the thread (a fiber that overflowed has no stack left to run a handler on).
  */
 #if !defined(_GNU_SOURCE) && defined(__linux__)
 #  define _GNU_SOURCE
@@ -61,6 +67,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #if defined(__linux__)
+#  include <fcntl.h>
 #  include <sys/syscall.h>
 #  include <sys/uio.h>
 #endif
@@ -100,22 +107,39 @@ size_t asyncjob_page_size(void) {
     return ps;
 }
 
-/* ---- Registry of guard pages ----------------------------------------------------------------------- */
+/* ---- The gap below every stack --------------------------------------------------------------------- */
 
 /*
- * Open addressing with linear probing. A slot's key is the guard page address, EMPTY or TOMB;
- * insertions claim an EMPTY or TOMB slot with a CAS, removals write TOMB. Only the owner of a stack
- * inserts or removes its key, so a key is never in the table twice. The signal handler only reads.
- * The table is reserved once (MAP_NORESERVE); only slots in use cost memory.
+ * Bytes of inaccessible guard below every stack: ASYNCJOB_STACK_GAP rounded up to whole pages. A
+ * frame that moves the stack pointer by up to this much at once, whatever order it writes in, faults
+ * in the gap instead of landing in the stack below (the neighbouring slot, whose top holds that job's
+ * fiber state).
+ */
+static size_t gap_size(void) {
+    size_t ps = asyncjob_page_size();
+    return (ASYNCJOB_STACK_GAP + ps - 1) & ~(ps - 1);
+}
+
+/* ---- Registry of stacks, for the fault handler ------------------------------------------------------ */
+
+/*
+ * Open addressing with linear probing, keyed by the stack's base (its lowest usable byte, right above
+ * its gap). The table is reserved once (MAP_NORESERVE); only slots in use cost memory.
+ *
+ * Writers (insert, remove) hold slab_lock. The signal handler only reads, without a lock. Removal
+ * leaves no tombstone: it empties the slot and moves later keys of the same cluster back into the hole
+ * (the classic deletion for linear probing), so a lookup never scans more than the cluster of keys that
+ * are really in use, however many stacks came and went. A key being moved back is briefly in two
+ * slots, and a reader racing with a removal could still step over it: removals therefore bump
+ * reg_generation before and after (a sequence lock), and a reader that saw it change looks again.
  *
  * The hash keeps neighbours together so that the table costs a few bytes per stack, not a page: a key's
  * home is a pseudo-random start for its 1 GiB region plus its page number within the region divided by
- * 2^g, where 2^g pages is at most the distance between two guards of that stack size (g from 1 to
- * REG_GRAIN_MAX: every slot is at least two pages). Guards of one slab thus get consecutive homes and
- * never share one. The size of a stack gives g on removal; the signal handler tries every g.
+ * 2^g, where 2^g pages is at most the distance between two stacks of that size (the slot: gap plus
+ * usable bytes; g up to REG_GRAIN_MAX). Stacks of one slab thus get consecutive homes and never share
+ * one. The size of a stack gives g; the signal handler tries every g.
  */
 #define REG_EMPTY ((uintptr_t)0)
-#define REG_TOMB ((uintptr_t)1)
 #define REG_SLOTS ((size_t)1 << 21)
 #define REG_REGION_PAGES_LOG2 18
 #define REG_GRAIN_MAX 6u
@@ -126,12 +150,13 @@ struct reg_slot {
 };
 
 static struct reg_slot *registry;
+static _Atomic unsigned long reg_generation;
 static struct sigaction previous_segv;
 static struct sigaction previous_bus;
 
 /* The grain of a stack with `size` usable bytes: the largest g with 2^g pages <= its slot. */
 static unsigned reg_grain(size_t size) {
-    size_t pages = size / asyncjob_page_size() + 1;
+    size_t pages = (gap_size() + size) / asyncjob_page_size();
     unsigned g = 1;
     while (g < REG_GRAIN_MAX && ((size_t)2 << g) <= pages) {
         g++;
@@ -147,49 +172,126 @@ static size_t reg_hash(uintptr_t key, unsigned grain) {
     return (size_t)(start + (within >> grain)) & (REG_SLOTS - 1);
 }
 
+/* Caller holds slab_lock. */
 static int reg_insert(uintptr_t key, size_t size) {
     if (registry == NULL) {
         return -1;
     }
     size_t i = reg_hash(key, reg_grain(size));
     for (size_t n = 0; n < REG_SLOTS; n++, i = (i + 1) & (REG_SLOTS - 1)) {
-        uintptr_t cur = atomic_load_explicit(&registry[i].key, memory_order_relaxed);
-        while (cur == REG_EMPTY || cur == REG_TOMB) {
-            if (atomic_compare_exchange_weak_explicit(&registry[i].key, &cur, key, memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                /* Stored after the claim so that a racing insert cannot overwrite it; nobody runs on
-                   the stack before this function returns. */
-                atomic_store_explicit(&registry[i].size, size, memory_order_release);
-                return 0;
-            }
+        if (atomic_load_explicit(&registry[i].key, memory_order_relaxed) == REG_EMPTY) {
+            /* The size first: a reader that sees the key (acquire) sees its size. */
+            atomic_store_explicit(&registry[i].size, size, memory_order_relaxed);
+            atomic_store_explicit(&registry[i].key, key, memory_order_release);
+            return 0;
         }
     }
     return -1;
 }
 
-static struct reg_slot *reg_find(uintptr_t key, unsigned grain) {
-    /* Page 0 (a NULL dereference) would otherwise match the first empty slot. */
-    if (registry == NULL || key == REG_EMPTY || key == REG_TOMB) {
-        return NULL;
-    }
-    size_t i = reg_hash(key, grain);
-    for (size_t n = 0; n < REG_SLOTS; n++, i = (i + 1) & (REG_SLOTS - 1)) {
-        uintptr_t cur = atomic_load_explicit(&registry[i].key, memory_order_acquire);
-        if (cur == key) {
-            return &registry[i];
+/* One lookup; `*probes` (when not NULL) receives the number of slots examined. */
+static struct reg_slot *reg_find(uintptr_t key, unsigned grain, size_t *probes) {
+    struct reg_slot *found = NULL;
+    size_t n = 0;
+    if (registry != NULL && key != REG_EMPTY) {
+        size_t i = reg_hash(key, grain);
+        while (n < REG_SLOTS) {
+            uintptr_t cur = atomic_load_explicit(&registry[i].key, memory_order_acquire);
+            n++;
+            if (cur == key) {
+                found = &registry[i];
+                break;
+            }
+            if (cur == REG_EMPTY) {
+                break;
+            }
+            i = (i + 1) & (REG_SLOTS - 1);
         }
-        if (cur == REG_EMPTY) {
-            return NULL;
-        }
     }
-    return NULL;
+    if (probes != NULL) {
+        *probes = n;
+    }
+    return found;
 }
 
+/* Caller holds slab_lock. */
 static void reg_remove(uintptr_t key, size_t size) {
-    struct reg_slot *slot = reg_find(key, reg_grain(size));
-    if (slot != NULL) {
-        atomic_store_explicit(&slot->key, REG_TOMB, memory_order_release);
+    struct reg_slot *slot = reg_find(key, reg_grain(size), NULL);
+    if (slot == NULL) {
+        return;
     }
+    atomic_fetch_add_explicit(&reg_generation, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    size_t hole = (size_t)(slot - registry);
+    size_t j = hole;
+    for (;;) {
+        j = (j + 1) & (REG_SLOTS - 1);
+        uintptr_t k = atomic_load_explicit(&registry[j].key, memory_order_relaxed);
+        if (k == REG_EMPTY) {
+            break;
+        }
+        size_t ksize = atomic_load_explicit(&registry[j].size, memory_order_relaxed);
+        size_t home = reg_hash(k, reg_grain(ksize));
+        /* The key at j stays when its home lies cyclically in (hole, j]: a lookup from there never
+           passes the hole. Otherwise it moves back into the hole, and j becomes the hole. */
+        int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays) {
+            continue;
+        }
+        atomic_store_explicit(&registry[hole].size, ksize, memory_order_relaxed);
+        atomic_store_explicit(&registry[hole].key, k, memory_order_release);
+        hole = j;
+    }
+    atomic_store_explicit(&registry[hole].key, REG_EMPTY, memory_order_release);
+    atomic_fetch_add_explicit(&reg_generation, 1, memory_order_release);
+}
+
+/*
+ * The registered stack whose gap holds `addr`, or NULL; async-signal-safe. `*worst` (when not NULL)
+ * receives the most slots one lookup examined.
+ */
+static struct reg_slot *reg_lookup_fault(uintptr_t addr, size_t *worst) {
+    size_t ps = asyncjob_page_size();
+    uintptr_t page = addr & ~(uintptr_t)(ps - 1);
+    size_t gap = gap_size();
+    unsigned grain_min = reg_grain(ps);
+    struct reg_slot *slot = NULL;
+    /* A removal that runs meanwhile (on another thread) may move keys; look again if one did. After
+       many tries (a writer interrupted on this very thread never finishes) the last answer stands. */
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        unsigned long before = atomic_load_explicit(&reg_generation, memory_order_acquire);
+        slot = NULL;
+        if (worst != NULL) {
+            *worst = 0;
+        }
+        /* The stack's base is one of the gap/ps pages above the faulting page. */
+        for (size_t up = ps; up <= gap && slot == NULL && page + up > page; up += ps) {
+            for (unsigned grain = grain_min; grain <= REG_GRAIN_MAX && slot == NULL; grain++) {
+                size_t probes = 0;
+                slot = reg_find(page + up, grain, &probes);
+                if (worst != NULL && probes > *worst) {
+                    *worst = probes;
+                }
+            }
+        }
+        atomic_thread_fence(memory_order_acquire);
+        unsigned long after = atomic_load_explicit(&reg_generation, memory_order_relaxed);
+        if (before == after && (before & 1u) == 0) {
+            break;
+        }
+    }
+    return slot;
+}
+
+/* Test hook (declared in internal.h, not part of the header's contract): how the fault handler fares
+   for a fault at `addr`. */
+size_t asyncjob__stack_registry_probe(const void *addr, int *found) {
+    size_t worst = 0;
+    struct reg_slot *slot = reg_lookup_fault((uintptr_t)addr, &worst);
+    if (found != NULL) {
+        *found = slot != NULL;
+    }
+    return worst;
 }
 
 /* ---- The overflow reporter ------------------------------------------------------------------------- */
@@ -230,24 +332,25 @@ static size_t append(char *out, size_t at, const char *s) {
 }
 
 static void on_fault(int sig, siginfo_t *info, void *context) {
-    uintptr_t addr = (uintptr_t)info->si_addr;
-    uintptr_t page = addr & ~(uintptr_t)(asyncjob_page_size() - 1);
-    struct reg_slot *slot = NULL;
-    for (unsigned grain = 1; grain <= REG_GRAIN_MAX && slot == NULL; grain++) {
-        slot = reg_find(page, grain);
-    }
-    if (slot != NULL) {
-        char msg[256];
-        size_t n = append(msg, 0, "asyncjob: stack overflow in a fiber: the job used more than its ");
-        n += fmt_dec(msg + n, atomic_load_explicit(&slot->size, memory_order_relaxed));
-        n = append(msg, n, "-byte stack (guard page hit at ");
-        n += fmt_hex(msg + n, addr);
-        n = append(msg, n, ")\n");
-        ssize_t ignored = write(2, msg, n);
-        (void)ignored;
-        abort();
-    }
     const struct sigaction *prev = sig == SIGBUS ? &previous_bus : &previous_segv;
+    /* si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL, ...): sent by a process with kill(), raise() and
+       the like, not a fault. si_addr means nothing then; the signal gets exactly what it would get
+       without this library. */
+    int sent = info == NULL || info->si_code <= 0;
+    if (!sent) {
+        struct reg_slot *slot = reg_lookup_fault((uintptr_t)info->si_addr, NULL);
+        if (slot != NULL) {
+            char msg[256];
+            size_t n = append(msg, 0, "asyncjob: stack overflow in a fiber: the job used more than its ");
+            n += fmt_dec(msg + n, atomic_load_explicit(&slot->size, memory_order_relaxed));
+            n = append(msg, n, "-byte stack (guard page hit at ");
+            n += fmt_hex(msg + n, (uintptr_t)info->si_addr);
+            n = append(msg, n, ")\n");
+            ssize_t ignored = write(2, msg, n);
+            (void)ignored;
+            abort();
+        }
+    }
     if ((prev->sa_flags & SA_SIGINFO) != 0 && prev->sa_sigaction != NULL) {
         prev->sa_sigaction(sig, info, context);
         return;
@@ -256,12 +359,21 @@ static void on_fault(int sig, siginfo_t *info, void *context) {
         prev->sa_handler(sig);
         return;
     }
-    /* Default action: restore it; returning re-runs the faulting instruction, which then kills us. */
+    if (sent && prev->sa_handler == SIG_IGN) {
+        return; /* ignored, as it would have been */
+    }
+    /* The default action. A fault re-runs the faulting instruction once the handler returns, which
+       then dies the usual way (the kernel never lets a fault be ignored). A sent signal is sent again:
+       blocked while this handler runs, it is delivered with the default action as the handler
+       returns. */
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(sig, &dfl, NULL);
+    if (sent) {
+        raise(sig);
+    }
 }
 
 #if defined(__linux__)
@@ -349,21 +461,78 @@ static pthread_once_t reporter_once = PTHREAD_ONCE_INIT;
 
 static void slabs_init(void);
 
+/*
+ * mprotect guards in place (installed, whether their slot is in use or free) and the most allowed.
+ * Each one splits the slab's mapping, costing up to two entries of vm.max_map_count, which the whole
+ * process shares: past the limit every mmap, mprotect, malloc of a big block and pthread_create of
+ * the application fails. So the fallback takes at most a quarter of vm.max_map_count in guards (half
+ * of the map entries), after which asyncjob_stack_alloc fails with ENOMEM. Guarded by slab_lock.
+ */
+static size_t mprotect_guards;
+static size_t mprotect_guards_max = SIZE_MAX;
+#define VALGRIND_GUARDS_MAX ((size_t)4096)
+
+#if defined(__linux__)
+static size_t read_max_map_count(void) {
+    size_t value = 65530; /* the kernel's default, if /proc cannot tell */
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[32];
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            size_t v = 0;
+            ssize_t i = 0;
+            for (; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) {
+                v = v * 10 + (size_t)(buf[i] - '0');
+            }
+            if (i > 0) {
+                value = v;
+            }
+        }
+    }
+    return value;
+}
+#endif
+
+/*
+ * 1 when the process runs under Valgrind. With valgrind.h (the build found it) that is its client
+ * request, which costs a few instructions natively. Without it, the heuristic is Valgrind's preload
+ * library in LD_PRELOAD, and stacks cannot be registered with Valgrind (see asyncjob_fiber.h).
+ */
+static int under_valgrind(void) {
+#if defined(ASYNCJOB_VALGRIND)
+    return RUNNING_ON_VALGRIND != 0;
+#else
+    const char *preload = getenv("LD_PRELOAD");
+    return preload != NULL && strstr(preload, "vgpreload") != NULL;
+#endif
+}
+
 static void reporter_init(void) {
 #if defined(__linux__)
     /* ASYNCJOB_STACK_GUARD=mprotect or =madvise restricts the choice (to test the fallbacks, or where a
        seccomp filter forbids process_madvise/pidfd_open). */
     const char *only = getenv("ASYNCJOB_STACK_GUARD");
     int allow_batch = only == NULL || strcmp(only, "madvise") != 0;
-#  if defined(ASYNCJOB_SANITIZERS) && defined(ASYNCJOB_VALGRIND)
-    /* Valgrind does not know process_madvise and pidfd_open: it would warn about each. */
-    if (RUNNING_ON_VALGRIND) {
-        allow_batch = 0;
+    /* Valgrind knows nothing of guard markers (it takes the pages for accessible and its own stack
+       unwinder reads them) nor of process_madvise and pidfd_open: mprotect guards only. */
+    int use_madvise = only == NULL || strcmp(only, "mprotect") != 0;
+    int valgrind = under_valgrind();
+    if (valgrind) {
+        use_madvise = 0;
     }
-#  endif
-    if (only == NULL || strcmp(only, "mprotect") != 0) {
+    if (use_madvise) {
         probe_madvise_guard(allow_batch);
     }
+    mprotect_guards_max = read_max_map_count() / 4;
+    /* Valgrind keeps its own table of mappings, which is smaller (VG_N_SEGMENTS, 30000 in 3.19) and
+       fatal when full. */
+    if (valgrind && mprotect_guards_max > VALGRIND_GUARDS_MAX) {
+        mprotect_guards_max = VALGRIND_GUARDS_MAX;
+    }
+#else
+    (void)under_valgrind;
 #endif
     slabs_init();
     void *table = mmap(NULL, REG_SLOTS * sizeof(struct reg_slot), PROT_READ | PROT_WRITE,
@@ -523,6 +692,15 @@ static unsigned lowest_bit(uint64_t v) {
 #endif
 }
 
+static unsigned popcount64(uint64_t v) {
+    unsigned n = 0;
+    while (v != 0) {
+        v &= v - 1;
+        n++;
+    }
+    return n;
+}
+
 static union slab_record *record_alloc(void) {
     if (free_records == NULL) {
         size_t ps = asyncjob_page_size();
@@ -680,6 +858,7 @@ static int slab_retire_if_surplus(struct slab *s, char **base, size_t *span) {
     c->empty--;
     avail_unlink(s);
     index_remove(s);
+    mprotect_guards -= (size_t)popcount64(s->mprotected);
     *base = s->base;
     *span = s->span;
     record_free((union slab_record *)(void *)s);
@@ -687,7 +866,7 @@ static int slab_retire_if_surplus(struct slab *s, char **base, size_t *span) {
 }
 
 static struct slab *slab_create(struct slab_class *c, int *err) {
-    size_t ps = asyncjob_page_size();
+    size_t gap = gap_size();
     unsigned nslots = c->nslots;
     size_t span = (size_t)nslots * c->slot_size;
     void *mem = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -729,30 +908,32 @@ static struct slab *slab_create(struct slab_class *c, int *err) {
         struct iovec iov[SLAB_SLOTS_MAX];
         for (unsigned i = 0; i < nslots; i++) {
             iov[i].iov_base = s->base + (size_t)i * c->slot_size;
-            iov[i].iov_len = ps;
+            iov[i].iov_len = gap;
         }
-        if (batch_guard_install(guard_batch, iov, nslots, ps) == 0) {
+        if (batch_guard_install(guard_batch, iov, nslots, gap) == 0) {
             s->guarded = s->free;
         }
         /* Otherwise (a partial success included) each slot gets its guard when handed out;
            installing a guard twice is harmless. */
     }
 #else
-    (void)ps;
+    (void)gap;
 #endif
     c->empty++;
     avail_push_front(s);
     return s;
 }
 
-/* Installs the guard page of one slot: MADV_GUARD_INSTALL, else mprotect, else none. */
-static asyncjob_guard_kind guard_install(char *slot, size_t ps) {
+/* Makes the gap at the start of one slot inaccessible: MADV_GUARD_INSTALL, else mprotect (within its
+   cap), else nothing. Caller holds slab_lock. */
+static asyncjob_guard_kind guard_install(char *slot, size_t gap) {
 #if defined(__linux__)
-    if (madvise_guard_works && madvise(slot, ps, MADV_GUARD_INSTALL) == 0) {
+    if (madvise_guard_works && madvise(slot, gap, MADV_GUARD_INSTALL) == 0) {
         return ASYNCJOB_GUARD_MADVISE;
     }
 #endif
-    if (mprotect(slot, ps, PROT_NONE) == 0) {
+    if (mprotect_guards < mprotect_guards_max && mprotect(slot, gap, PROT_NONE) == 0) {
+        mprotect_guards++;
         return ASYNCJOB_GUARD_MPROTECT;
     }
     return ASYNCJOB_GUARD_NONE;
@@ -783,11 +964,12 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     memset(out, 0, sizeof *out);
     pthread_once(&reporter_once, reporter_init);
     size_t ps = asyncjob_page_size();
-    if (size > SIZE_MAX - 2 * ps) {
+    size_t gap = gap_size();
+    if (size > SIZE_MAX - 2 * ps - gap) {
         return ENOMEM;
     }
     size_t usable = (size + ps - 1) & ~(ps - 1);
-    size_t slot_size = usable + ps;
+    size_t slot_size = usable + gap;
 
     pthread_mutex_lock(&slab_lock);
     struct slab_class *c = class_for(slot_size);
@@ -810,7 +992,7 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     uint64_t bit = (uint64_t)1 << i;
     char *slot = s->base + (size_t)i * slot_size;
     if ((s->guarded & bit) == 0) {
-        asyncjob_guard_kind kind = guard_install(slot, ps);
+        asyncjob_guard_kind kind = guard_install(slot, gap);
         if (kind == ASYNCJOB_GUARD_NONE) {
             char *base = NULL;
             size_t span = 0;
@@ -834,10 +1016,10 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     if (s->free == 0) {
         avail_unlink(s);
     }
+    (void)reg_insert((uintptr_t)(slot + gap), usable);
     pthread_mutex_unlock(&slab_lock);
 
-    (void)reg_insert((uintptr_t)slot, usable);
-    out->base = slot + ps;
+    out->base = slot + gap;
     out->size = usable;
     out->mapping = slot;
     out->mapping_size = slot_size;
@@ -849,10 +1031,10 @@ void asyncjob_stack_free(asyncjob_stack *stack) {
     if (stack == NULL || stack->mapping == NULL) {
         return;
     }
-    size_t ps = asyncjob_page_size();
+    size_t gap = gap_size();
     char *slot = stack->mapping;
     size_t slot_size = stack->mapping_size;
-    int valid = stack->base == slot + ps && stack->size + ps == slot_size;
+    int valid = stack->base == slot + gap && stack->size + gap == slot_size;
     memset(stack, 0, sizeof *stack);
 
     /* Anything but a handed-out slot (a stale copy of a freed stack) is left alone. */
@@ -866,17 +1048,19 @@ void asyncjob_stack_free(asyncjob_stack *stack) {
             s = NULL;
         }
     }
+    if (s != NULL) {
+        reg_remove((uintptr_t)(slot + gap), slot_size - gap);
+    }
     pthread_mutex_unlock(&slab_lock);
     if (s == NULL) {
         return;
     }
     /* The slot is still ours (not on the free list), so its slab cannot go away meanwhile. */
-    reg_remove((uintptr_t)slot, slot_size - ps);
 #if defined(ASYNCJOB_ASAN)
     /* Frames of a fiber that never returned leave poisoned redzones; the next stack here starts clean. */
-    __asan_unpoison_memory_region(slot + ps, slot_size - ps);
+    __asan_unpoison_memory_region(slot + gap, slot_size - gap);
 #endif
-    release_pages(slot + ps, slot_size - ps);
+    release_pages(slot + gap, slot_size - gap);
 
     pthread_mutex_lock(&slab_lock);
     struct slab_class *c = s->cls;

@@ -222,3 +222,51 @@ fn threads_switch_their_own_fibers_concurrently() {
     assert!(results.iter().all(|&(_, seen)| seen == 100_000));
     assert_ne!(results[0].0, results[1].0, "thread fibers are per thread");
 }
+
+unsafe extern "C" fn allocating_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's PingPong, which outlives the fiber; the thread side does not touch
+    // it while the fiber runs.
+    let state: &PingPong = unsafe { arg_ref(arg) };
+    // Under Valgrind every allocation records a backtrace of the fiber's stack.
+    let boxed = std::hint::black_box(Box::new([7u8; 100]));
+    state.seen.set(boxed.iter().map(|&b| b as usize).sum());
+    drop(boxed);
+    switch(state.me.get(), state.thread, 0);
+    unreachable!("never resumed");
+}
+
+/// Fibers on neighbouring slots (each one's top right below the next one's gap) allocate memory;
+/// ci/step-11-sys-reliability.sh runs this under Valgrind, where each allocation records a backtrace
+/// of the fiber's stack.
+#[test]
+fn fibers_on_neighbouring_stacks_allocate() {
+    let thread = thread_fiber();
+    let stacks: Vec<Stack> = (0..4).map(|_| Stack::new(STACK).expect("stack")).collect();
+    for stack in &stacks {
+        let state = PingPong::new(thread);
+        let fiber = Fiber::new(stack, allocating_entry, state.arg());
+        state.me.set(fiber.raw);
+        assert_eq!(switch(thread, fiber.raw, 0), 0);
+        assert_eq!(state.seen.get(), 700);
+    }
+}
+
+/// A fiber whose stack lies megabytes away from its thread's stack (the second 4 MiB slot of a slab
+/// of its own: at least 8 MiB from anything outside the slab): switches change the stack pointer by
+/// more than Valgrind's 2 MB frame limit. ci/step-11-sys-reliability.sh runs this under Valgrind and
+/// rejects its "client switching stacks?" warning, which it printed while stacks were not registered.
+#[test]
+fn a_fiber_far_from_its_thread_stack_switches_cleanly() {
+    let thread = thread_fiber();
+    let stacks: Vec<Stack> = (0..2)
+        .map(|_| Stack::new(4 << 20).expect("stack"))
+        .collect();
+    let state = PingPong::new(thread);
+    let fiber = Fiber::new(&stacks[1], ping_pong_entry, state.arg());
+    state.me.set(fiber.raw);
+    for i in 0..10 {
+        assert_eq!(switch(thread, fiber.raw, 2 * i), 2 * i + 1);
+    }
+    assert_eq!(switch(thread, fiber.raw, STOP), STOP - 1);
+    assert_eq!(state.seen.get(), 10);
+}

@@ -133,3 +133,132 @@ fn an_entry_function_that_returns_aborts() {
         "stderr: {stderr}"
     );
 }
+
+// ---- SIGSEGV sent by a process (raise, kill) is not a fault: the reporter stays out of the way ----
+
+const SIG_DFL: usize = 0;
+
+unsafe extern "C" {
+    fn signal(sig: i32, handler: usize) -> usize;
+    fn raise(sig: i32) -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+    fn getpid() -> i32;
+}
+
+/// Sends SIGSEGV to this process the way `how` says ("raise" or "kill").
+fn send_sigsegv(how: &str) {
+    // SAFETY: plain libc calls; the child process running this expects the signal.
+    let rc = unsafe {
+        if how == "raise" {
+            raise(SIGSEGV)
+        } else {
+            kill(getpid(), SIGSEGV)
+        }
+    };
+    assert_eq!(rc, 0, "sending SIGSEGV with {how}");
+}
+
+const HOW: &str = "ASYNCJOB_SYS_TEST_HOW";
+
+#[test]
+fn a_user_sent_sigsegv_kills_as_without_the_library() {
+    const NAME: &str = "a_user_sent_sigsegv_kills_as_without_the_library";
+    if in_child(NAME) {
+        // SAFETY: restores the default action (Rust's runtime installed its own handler).
+        unsafe { signal(SIGSEGV, SIG_DFL) };
+        // The first stack installs the overflow reporter, chained to the default action.
+        let stack = Stack::new(STACK).expect("stack");
+        let how = std::env::var(HOW).expect("how");
+        send_sigsegv(&how);
+        if how == "kill" {
+            // A process-directed signal may be taken by another thread: give it time to end us.
+            for _ in 0..600 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        eprintln!("child survived the first SIGSEGV");
+        drop(stack);
+        return;
+    }
+    for how in ["raise", "kill"] {
+        let exe = std::env::current_exe().expect("test binary");
+        let out = Command::new(exe)
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, NAME)
+            .env(HOW, how)
+            .output()
+            .expect("spawn child");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(SIGSEGV),
+            "[{how}] stderr: {stderr}"
+        );
+        assert!(!stderr.contains("survived"), "[{how}] stderr: {stderr}");
+        assert!(!stderr.contains("asyncjob:"), "[{how}] stderr: {stderr}");
+    }
+}
+
+static USER_HANDLER_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn user_handler(_sig: i32) {
+    USER_HANDLER_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn a_user_sent_sigsegv_reaches_the_previous_handler_and_the_reporter_stays() {
+    const NAME: &str = "a_user_sent_sigsegv_reaches_the_previous_handler_and_the_reporter_stays";
+    if in_child(NAME) {
+        // SAFETY: installs an async-signal-safe handler (one atomic add) before the reporter.
+        unsafe { signal(SIGSEGV, user_handler as extern "C" fn(i32) as usize) };
+        let stack = Stack::new(STACK).expect("stack");
+        send_sigsegv("raise");
+        send_sigsegv("kill");
+        // The process-directed one may be handled on another thread: wait for it (bounded).
+        let mut calls = 0;
+        for _ in 0..600 {
+            calls = USER_HANDLER_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+            if calls >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("user handler calls: {calls}");
+        // The reporter is still in place: a guard hit is still reported.
+        stack.poke_guard();
+        eprintln!("child survived the guard page");
+        return;
+    }
+    let (signal, stderr) = run_child(NAME);
+    assert!(stderr.contains("user handler calls: 2"), "stderr: {stderr}");
+    assert_eq!(signal, Some(SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("asyncjob: stack overflow in a fiber"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn an_ignored_user_sent_sigsegv_stays_ignored_and_the_reporter_stays() {
+    const NAME: &str = "an_ignored_user_sent_sigsegv_stays_ignored_and_the_reporter_stays";
+    const SIG_IGN: usize = 1;
+    if in_child(NAME) {
+        // SAFETY: ignoring a signal that only this process sends to itself.
+        unsafe { signal(SIGSEGV, SIG_IGN) };
+        let stack = Stack::new(STACK).expect("stack");
+        send_sigsegv("raise");
+        send_sigsegv("kill");
+        eprintln!("child ignored both");
+        // A real fault is never ignored: the guard hit is reported.
+        stack.poke_guard();
+        eprintln!("child survived the guard page");
+        return;
+    }
+    let (signal, stderr) = run_child(NAME);
+    assert!(stderr.contains("child ignored both"), "stderr: {stderr}");
+    assert_eq!(signal, Some(SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("asyncjob: stack overflow in a fiber"),
+        "stderr: {stderr}"
+    );
+}
