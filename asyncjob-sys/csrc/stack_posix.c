@@ -535,10 +535,19 @@ static void reporter_init(void) {
     (void)under_valgrind;
 #endif
     slabs_init();
+}
+
+/* The overflow table and the fault handler that reads it, made by the first stack allocation that
+   can map the table: a stack is never handed out without them, and a failed mapping (address space
+   short at the first allocation) is tried again by the next allocation. Caller holds slab_lock. */
+static int reporter_ready(void) {
+    if (registry != NULL) {
+        return 1;
+    }
     void *table = mmap(NULL, REG_SLOTS * sizeof(struct reg_slot), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (table == MAP_FAILED) {
-        return;
+        return 0;
     }
     registry = table;
     struct sigaction sa;
@@ -548,6 +557,7 @@ static void reporter_init(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &previous_segv);
     sigaction(SIGBUS, &sa, &previous_bus);
+    return 1;
 }
 
 /* Shared by the POSIX backends: a fiber entry function returned, which the contract forbids. */
@@ -972,7 +982,7 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     size_t slot_size = usable + gap;
 
     pthread_mutex_lock(&slab_lock);
-    struct slab_class *c = class_for(slot_size);
+    struct slab_class *c = reporter_ready() ? class_for(slot_size) : NULL;
     if (c == NULL) {
         pthread_mutex_unlock(&slab_lock);
         return ENOMEM;
@@ -1009,6 +1019,11 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
         }
     }
     asyncjob_guard_kind guard = (s->mprotected & bit) != 0 ? ASYNCJOB_GUARD_MPROTECT : ASYNCJOB_GUARD_MADVISE;
+    /* A stack whose overflow could not be reported is not handed out (the slot stays free, guarded). */
+    if (reg_insert((uintptr_t)(slot + gap), usable) != 0) {
+        pthread_mutex_unlock(&slab_lock);
+        return ENOMEM;
+    }
     if (s->free == slab_all(s->nslots)) {
         c->empty--;
     }
@@ -1016,7 +1031,6 @@ int asyncjob_stack_alloc(size_t size, asyncjob_stack *out) {
     if (s->free == 0) {
         avail_unlink(s);
     }
-    (void)reg_insert((uintptr_t)(slot + gap), usable);
     pthread_mutex_unlock(&slab_lock);
 
     out->base = slot + gap;
