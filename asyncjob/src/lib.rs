@@ -66,7 +66,7 @@
 //! # Stacks
 //!
 //! Stacks come from a guarded, lazily committed allocator ([`DEFAULT_STACK_SIZE`] usable bytes, a
-//! guard page below): a stack overflow inside a job ends the process with a message instead of
+//! 128 KiB inaccessible gap below): a stack overflow inside a job ends the process with a message instead of
 //! corrupting memory, and a paused job costs only the pages it touched. [`set_stack_allocator`]
 //! (`ASYNC_set_mem_functions`) replaces the allocator before the first stack is made.
 //!
@@ -101,7 +101,7 @@
 //! | Resume after `ASYNC_cleanup_thread`: use-after-free | works; the job joins the thread's next pool |
 //! | Stale (finished) handle passed back: double push into the pool, later jobs aliased | impossible: [`Job::resume`] consumes the handle |
 //! | `ASYNC_WAIT_CTX_free` while a paused job uses it: use-after-free | the job keeps its own handle; the context lives until the job ends |
-//! | More than 32 KiB of stack inside a job: silent heap corruption | guard page: clean abort with a message |
+//! | More than 32 KiB of stack inside a job: silent heap corruption | 128 KiB guard gap: clean abort with a message |
 //! | `ASYNC_cleanup_thread` with jobs paused: they leak | [`Error::JobsOutstanding`]; the jobs stay valid |
 //! | `ASYNC_init_thread` twice: the old pool and its jobs leak | the old idle jobs are freed |
 //! | `init_thread(max > INT_MAX)`: accepted by 3.0, rejected by 3.6 | rejected, as the newest release does |

@@ -10,9 +10,11 @@ use crate::error::Error;
 ///
 /// That is enough for ordinary Rust code inside a job, including a panic that prints a full
 /// backtrace. The memory is reserved, not committed: a job pays only for the pages it touches (a job
-/// that pauses straight away costs one page), and a guard page below the stack turns an overflow into
-/// a clean abort with a message instead of silent corruption. OpenSSL's own stacks are 32 KiB of heap
-/// with no guard.
+/// that pauses straight away costs one page), and an inaccessible gap of 128 KiB below the stack
+/// turns an overflow into a clean abort with a message instead of silent corruption, even when one
+/// frame jumps up to 128 KiB past the stack's end: Rust frames are always probed page by page, and C
+/// frames larger than the gap need `-fstack-clash-protection`. OpenSSL's own stacks are 32 KiB of
+/// heap with no guard.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
 /// The least guard region a [`StackAllocator`] must leave inaccessible below each stack: one 4 KiB page.
