@@ -8,7 +8,7 @@
 #   2. the stack tests once more with the mprotect fallback forced (ASYNCJOB_STACK_GUARD=mprotect),
 #      as on kernels before 6.13: map-count cap, gap and overflow reports.
 #   3. ThreadSanitizer (nightly, feature sanitizers: TSan fiber annotations) on the test binaries
-#      without libtest's harness (main_thread, many_fibers), both backends. std is not instrumented
+#      without libtest's harness (main_thread, many_fibers, and asyncjob's threads), both backends. std is not instrumented
 #      (-Cunsafe-allow-abi-mismatch=sanitizer): the nightly here has no rust-src for -Zbuild-std, and
 #      without it the libtest-based binaries report races inside libtest's own channels.
 # Run time here (2 shared cores): 56 s with warm target dirs, 200 s cold (the TSan build of the
@@ -63,6 +63,10 @@ for features in sanitizers "sanitizers ucontext"; do
     CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tsan" \
     cargo +nightly test -p asyncjob-sys --features "$features" --target "$host" \
     --test main_thread --test many_fibers
+  # The job layer on top: four threads running jobs, wait contexts and pools at once.
+  RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
+    CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tsan" \
+    cargo +nightly test -p asyncjob --features "asyncjob-sys/$features" --target "$host" --test threads
 done
 
 [ "$fail" = 0 ] || { echo "[sys-reliability] valgrind found problems" >&2; exit 1; }

@@ -1,8 +1,9 @@
 //! Job stacks: the default guarded allocator and the process-wide hook to replace it.
 
 use std::fmt;
-use std::ptr::NonNull;
-use std::sync::{Mutex, OnceLock};
+use std::ptr::{self, NonNull};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::error::Error;
 
@@ -76,24 +77,27 @@ impl fmt::Debug for Allocator<'_> {
 static ALLOCATOR: FixedOnUse<Box<dyn StackAllocator>> = FixedOnUse::new();
 
 /// A value that may be set and replaced until it is first used, and is fixed from then on: either a
-/// custom value or, if none was set, the default.
+/// custom value or, if none was set, the default. The fixed value is published through an atomic
+/// pointer of this crate (not `OnceLock`), so that ThreadSanitizer sees the release and the acquire
+/// even with an uninstrumented std.
 struct FixedOnUse<T> {
     pending: Mutex<Option<T>>,
-    fixed: OnceLock<Option<T>>,
+    /// Null until fixed; then a leaked `Option<T>` that lives for the rest of the process.
+    fixed: AtomicPtr<Option<T>>,
 }
 
 impl<T> FixedOnUse<T> {
     const fn new() -> Self {
         FixedOnUse {
             pending: Mutex::new(None),
-            fixed: OnceLock::new(),
+            fixed: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
     /// Set (or replace) the value; refused once it was used.
     fn set(&self, value: T) -> Result<(), T> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if self.fixed.get().is_some() {
+        if self.is_fixed() {
             return Err(value);
         }
         *pending = Some(value);
@@ -101,18 +105,36 @@ impl<T> FixedOnUse<T> {
     }
 
     fn is_fixed(&self) -> bool {
-        self.fixed.get().is_some()
+        !self.fixed.load(Ordering::Acquire).is_null()
     }
 
     /// The value in force, fixing it on first use; `None` for the default.
     fn get(&self) -> Option<&T> {
-        if let Some(fixed) = self.fixed.get() {
-            return fixed.as_ref();
+        let mut fixed = self.fixed.load(Ordering::Acquire);
+        if fixed.is_null() {
+            // The pending value is taken and published under the lock: a `set` either comes before
+            // and is taken, or comes after and sees the value fixed. Never accepted and then ignored.
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            fixed = self.fixed.load(Ordering::Acquire);
+            if fixed.is_null() {
+                fixed = Box::into_raw(Box::new(pending.take()));
+                self.fixed.store(fixed, Ordering::Release);
+            }
         }
-        // The pending value is taken and published under the lock: a `set` either comes before and
-        // is taken, or comes after and sees the value fixed. Never accepted and then ignored.
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.fixed.get_or_init(|| pending.take()).as_ref()
+        // SAFETY: a non-null pointer was published once, under the lock, from `Box::into_raw`, and
+        // is never freed or written again.
+        unsafe { (*fixed).as_ref() }
+    }
+}
+
+impl<T> Drop for FixedOnUse<T> {
+    fn drop(&mut self) {
+        let fixed = *self.fixed.get_mut();
+        if !fixed.is_null() {
+            // SAFETY: made by `Box::into_raw` in `get`; `&mut self` proves no borrow from `get` is
+            // alive. (The process's own instance is a static and is never dropped.)
+            drop(unsafe { Box::from_raw(fixed) });
+        }
     }
 }
 
