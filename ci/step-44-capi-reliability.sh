@@ -5,7 +5,9 @@
 # __asan_*), run with no ASan or LeakSanitizer report allowed. The Rust std is not rebuilt with ASan
 # (-Zbuild-std is not needed: allocations still go through the ASan allocator, only std's own code
 # is uninstrumented). First a canary: a heap overflow inside a job must be reported, so that a clean
-# run means something. About 1 minute (most of it the nightly build).
+# run means something. Then ThreadSanitizer on the programs with threads (library built with
+# -Zsanitizer=thread, programs with gcc -fsanitize=thread). About 1-2 minutes (mostly the two
+# nightly builds).
 #
 # Options: allocator_may_return_null=1 because reliability.c asks for impossible args copies and
 # expects ASYNC_ERR (as glibc's malloc returns NULL); fast_unwind_on_malloc=0 so that leak stacks
@@ -103,3 +105,29 @@ run reliability-ctx "$work/reliability" ctx_of_leaked_job
 run dlclose "$work/dlclose" "$lib/libasyncjob.so"
 [ "$fail" = 0 ] || { echo "ASan found problems"; exit 1; }
 echo "capi ASan checks passed"
+
+section "ThreadSanitizer: the C programs with threads (api: four threads at once; reliability)"
+# libasyncjob built with -Zsanitizer=thread and feature sanitizers (TSan fiber annotations); std is
+# not instrumented (no rust-src here for -Zbuild-std), which the C programs' checks do not need.
+# gcc 12's libtsan is the runtime; it lacks the __tsan_mem* entry points newer LLVM emits, so the
+# programs supply them (the calls they make are still intercepted and checked).
+tsan_dir=${CARGO_TARGET_DIR%/capi-asan}/capi-tsan
+RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" CARGO_TARGET_DIR=$tsan_dir \
+  cargo +nightly build -p asyncjob-capi --features sanitizers --target "$host"
+tlib=$tsan_dir/$host/debug
+printf '%s\n' '#include <string.h>' \
+  'void *__tsan_memcpy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }' \
+  'void *__tsan_memmove(void *d, const void *s, size_t n) { return memmove(d, s, n); }' \
+  'void *__tsan_memset(void *d, int c, size_t n) { return memset(d, c, n); }' > "$work/tsan_mem.c"
+for t in api deviations reliability; do
+  cc -std=gnu11 -O1 -g -fsanitize=thread -I asyncjob-capi/include -I "$src" -o "$work/tsan-$t" \
+    "$src/$t.c" "$work/tsan_mem.c" -L "$tlib" -lasyncjob "-Wl,-rpath,$tlib" -lpthread
+  if TSAN_OPTIONS=allocator_may_return_null=1 "$work/tsan-$t" > "$work/tsan-$t.out" 2>&1 \
+      && ! grep -q 'WARNING: ThreadSanitizer' "$work/tsan-$t.out"; then
+    echo "tsan $t: $(grep -E 'checks,' "$work/tsan-$t.out" | tail -n1)"
+  else
+    echo "FAILED: tsan $t"; cat "$work/tsan-$t.out"; fail=1
+  fi
+done
+[ "$fail" = 0 ] || { echo "TSan found problems"; exit 1; }
+echo "capi TSan checks passed"
