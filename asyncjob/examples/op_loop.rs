@@ -1,5 +1,5 @@
 //! A fixed number of job operations, for counting instructions per operation under callgrind
-//! (`ci/step-45-instruction-counts.sh`): `op_loop <pause_resume|start_finish|start_finish_a16> N`.
+//! (`ci/step-45-instruction-counts.sh`): `op_loop [pause_resume|start_finish|start_finish_a16] [N]`.
 //! The difference between two runs with different N, divided by the difference in N, is the cost of
 //! one operation without the process's start-up.
 
@@ -9,7 +9,7 @@ use asyncjob::{Resumed, Started};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let case = args.next().unwrap_or_default();
+    let case = args.next().unwrap_or_else(|| "pause_resume".to_owned());
     let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
     asyncjob::init_thread(8, 8).unwrap();
     let mut sum = 0u64;

@@ -167,9 +167,14 @@ fn a_panicking_switch_hook_aborts_the_process_with_a_message() {
 fn pthread_exit_inside_a_job_aborts_with_a_message() {
     if role().as_deref() == Some("pthread_exit") {
         let t = std::thread::spawn(|| {
+            // Declared "C-unwind": glibc's forced unwind leaves pthread_exit (the libc crate's
+            // "C" declaration would make that unwind undefined behaviour in Rust).
+            unsafe extern "C-unwind" {
+                fn pthread_exit(retval: *mut std::ffi::c_void) -> !;
+            }
             let _ = asyncjob::start(None, || {
                 // SAFETY: ends the calling thread; nothing on this thread is used afterwards.
-                unsafe { libc::pthread_exit(std::ptr::null_mut()) }
+                unsafe { pthread_exit(std::ptr::null_mut()) }
             });
             println!("start returned");
         });
