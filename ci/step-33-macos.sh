@@ -97,6 +97,22 @@ for t in "${TARGETS[@]}"; do
   for s in _asyncjob_fiber_create _asyncjob_fiber_switch _asyncjob__arch_init_stack; do
     grep -q " $s\$" <<<"$syms" || { echo "missing $s in $fiber" >&2; exit 1; }
   done
+  # The trampoline's call into the fiber's entry must have DWARF unwind info (its CFI leads the
+  # unwinder to the resumer). Mach-O linkers give each address range a compact-unwind entry; a
+  # range with encoding 0 has none, and backtraces from inside a fiber then stop there.
+  base=$(llvm-nm "$fiber" | awk '$3 == "__mh_execute_header" { print $1 }')
+  tramp=$(llvm-nm "$fiber" | awk '$3 ~ /^_asyncjob__(x86_64|aarch64)_trampoline$/ { print $1 }')
+  ret=$((16#$tramp - 16#$base + 8)) # past the first instruction, before the call returns
+  enc=
+  while read -r off e; do
+    [ $((off)) -le "$ret" ] && enc=$e
+  done < <(llvm-objdump --macho --unwind-info "$fiber" |
+    sed -n 's/.*function offset=\(0x[0-9a-f]*\), encoding=\(0x[0-9a-f]*\).*/\1 \2/p')
+  case $t in x86_64-*) dwarf=0x04000000 ;; *) dwarf=0x03000000 ;; esac
+  if [ -z "$enc" ] || [ $((enc & 0x0f000000)) -ne $((dwarf)) ]; then
+    echo "the trampoline (0x$tramp) has unwind encoding '$enc', not DWARF ($dwarf)" >&2
+    exit 1
+  fi
   echo "ok: $n Mach-O test executables ($(file -b "$fiber")), asm backend, minimum macOS $min"
 
   echo "--- $t: libasyncjob.dylib and libasyncjob.a"
