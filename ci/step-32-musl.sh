@@ -11,7 +11,8 @@
 # Known musl failures are listed in KNOWN below: each must still fail with its message (so a fix
 # shows up here), and nothing else may fail.
 # Installs what it needs (the private toolchain and zig under ~/.cache/asyncjob-xplat).
-# Time on the 2-core CI host: about 5 min cold (std built once), 20 s warm.
+# Time on the shared 2-core host (load average about 11): 166 s cold (std built from source; the
+# toolchain setup under ~/.cache/asyncjob-xplat adds about 65 s once), 7-14 s warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh

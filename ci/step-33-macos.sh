@@ -13,7 +13,8 @@
 # Rust: Debian's newest rustc-web with std built from source (-Zbuild-std, see ci/xplat/lib.sh);
 # C, asm and the linker: zig from PyPI (it ships macOS's libSystem stubs and headers) through
 # cargo-zigbuild. llvm-nm/llvm-objdump (Debian `llvm`) read Mach-O; GNU binutils cannot.
-# Time on the 2-core CI host: about 6 min cold (std built once per target), 30 s warm.
+# Time on the shared 2-core host (load average 8-12): 392 s cold (std built once per target; the
+# toolchain setup under ~/.cache/asyncjob-xplat adds about 65 s once), 24 s warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh
