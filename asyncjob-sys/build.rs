@@ -62,6 +62,16 @@ fn main() {
     } else {
         panic!("asyncjob-sys: no fiber backend for target os `{os}`, family `{family}`");
     };
+    // musl has no getcontext/makecontext/swapcontext: fail here with the reason, not at link time
+    // with undefined symbols in every program that uses the crate.
+    if backend == "ucontext" && var("CARGO_CFG_TARGET_ENV") == "musl" {
+        panic!(
+            "asyncjob-sys: the `ucontext` backend cannot be built for musl (target arch \
+             `{arch}`): musl libc has no getcontext/makecontext/swapcontext. On x86_64 and aarch64 \
+             build without the `ucontext` feature (the asm backend is used); other musl targets \
+             have no fiber backend."
+        );
+    }
 
     if sanitizers {
         build.define("ASYNCJOB_SANITIZERS", "1");

@@ -59,13 +59,16 @@
  * used for development); it stays because the ABI makes the MXCSR control bits callee-saved.
  */
 
+/* LOCAL: an assembler-local label (no symbol, so a Mach-O linker never starts an atom there). */
 #if defined(__APPLE__)
 #  define SYM(name) _##name
+#  define LOCAL(name) L##name
 #  define HIDDEN_BEGIN(name) .globl SYM(name); .private_extern SYM(name); .p2align 4; SYM(name):
 #  define FUNC_END(name)
 #  define PUBLIC_BEGIN(name) .globl SYM(name); .p2align 4; SYM(name):
 #else
 #  define SYM(name) name
+#  define LOCAL(name) .L##name
 #  define PUBLIC_BEGIN(name) .globl name; .type name, @function; .p2align 4; name:
 #  define HIDDEN_BEGIN(name) .globl name; .hidden name; .type name, @function; .p2align 4; name:
 #  define FUNC_END(name) .size name, . - name
@@ -160,6 +163,10 @@ SWITCH_END
  * r13 = arg, rax = the value given to the switch.
  */
     .p2align 4
+    /* The symbol starts the FDE and the entry is a local label: a symbol inside the FDE would let a
+       Mach-O linker split the code there into its own atom without the FDE (zig's does: the entry
+       then had no unwind info and backtraces from a fiber stopped at the trampoline). */
+SYM(asyncjob__x86_64_trampoline):
     .cfi_startproc
     .cfi_signal_frame
     /* CFA = [rsp + 8] + 64: DW_CFA_def_cfa_expression, 5 bytes: DW_OP_breg7 8, DW_OP_deref,
@@ -175,7 +182,7 @@ SWITCH_END
     /* Keeps the return address that points at the label inside this FDE for unwinders that look
        up address - 1. */
     nop
-SYM(asyncjob__x86_64_trampoline):
+LOCAL(asyncjob__x86_64_trampoline_entry):
     endbr64
     movq    %r13, %rdi
     movq    %rax, %rsi
@@ -189,7 +196,7 @@ SYM(asyncjob__x86_64_trampoline):
 HIDDEN_BEGIN(asyncjob__arch_init_stack)
     .cfi_startproc
     endbr64
-    leaq    SYM(asyncjob__x86_64_trampoline)(%rip), %rax
+    leaq    LOCAL(asyncjob__x86_64_trampoline_entry)(%rip), %rax
     movq    %rax, -8(%rdi)          /* return address */
     movq    $0, -16(%rdi)           /* rbp: ends frame-pointer chains */
     movq    $0, -24(%rdi)           /* rbx */

@@ -236,3 +236,55 @@ xplat_aarch64_binfmt() {
   echo ":qemu-aarch64:M::$magic:$mask:$qemu:" | xplat_root tee "$dir/register" >/dev/null
   xplat_log "registered $qemu for aarch64 ELF binaries with binfmt_misc"
 }
+
+# Serialise toolchain setup: several CI runs (or developers) may share $XP, and xplat_rustweb and
+# xplat_zig_setup unpack into it. xplat_lock takes an exclusive lock on $XP/.lock for the rest of
+# the calling shell (or until xplat_unlock); it is released when the shell exits.
+xplat_lock() {
+  mkdir -p "$XP"
+  exec {XPLAT_LOCK_FD}>"$XP/.lock"
+  flock "$XPLAT_LOCK_FD"
+}
+
+xplat_unlock() {
+  [ -n "${XPLAT_LOCK_FD:-}" ] || return 0
+  flock -u "$XPLAT_LOCK_FD"
+  exec {XPLAT_LOCK_FD}>&-
+  unset XPLAT_LOCK_FD
+}
+
+# zig (C compiler, assembler and linker for macOS and musl targets; it ships the macOS libSystem
+# .tbd stubs and headers and the musl sources) and cargo-zigbuild (sets CC_<target>, AR_<target> and
+# the linker for cargo, and rewrites the clang/rustc flags zig rejects such as
+# --target=arm64-apple-macosx), both from PyPI into a venv under $XP. Puts the venv first on PATH:
+# cargo-zigbuild runs `python3 -m ziglang`.
+XPLAT_ZIG_VERSION=${ASYNCJOB_XPLAT_ZIG:-0.17.1}
+XPLAT_ZIGBUILD_VERSION=${ASYNCJOB_XPLAT_ZIGBUILD:-0.24.1}
+xplat_zig_setup() {
+  local venv=$XP/zig-$XPLAT_ZIG_VERSION-zigbuild-$XPLAT_ZIGBUILD_VERSION
+  if [ ! -f "$venv/.complete" ]; then
+    xplat_apt_install python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "ziglang==$XPLAT_ZIG_VERSION" \
+      "cargo-zigbuild==$XPLAT_ZIGBUILD_VERSION"
+    touch "$venv/.complete"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
+
+# zig's C compiler: `xplat_zig_cc ZIG_TARGET ARGS...` (e.g. aarch64-macos, x86_64-linux-musl).
+xplat_zig_cc() {
+  local t=$1; shift
+  python3 -m ziglang cc -target "$t" "$@"
+}
+
+# xplat_zigbuild SUBCOMMAND ARGS...: run `cargo SUBCOMMAND` through cargo-zigbuild with the cargo
+# chosen by xplat_cross_cargo (its extra flags such as -Zbuild-std included). Call xplat_cross_cargo
+# and xplat_zig_setup first.
+xplat_zigbuild() {
+  local sub=$1; shift
+  local cargo_dir=
+  case ${XCARGO[0]} in */*) cargo_dir=$(dirname "${XCARGO[0]}") ;; esac
+  PATH=${cargo_dir:+$cargo_dir:}$PATH cargo-zigbuild "$sub" "${XCARGO[@]:1}" "$@"
+}
