@@ -47,6 +47,7 @@ enum Order {
     /// start), then the borrowed one (inside the job).
     KeepFirst,
     /// asyncjob's state first (a pool), then the keeper, then the borrowed one.
+    #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
     PoolFirst,
 }
 
