@@ -46,8 +46,8 @@
  * Unwinding: the trampoline's CFI computes the CFA of the resumer from the link word, [top+8]+160, and
  * describes the resumer's x19-x30 and d8-d15 at the offsets above. gdb and a panic backtrace thus walk
  * from a fiber into the code that last resumed it. The trampoline is marked as a signal frame because
- * gdb refuses backtraces whose frame addresses do not increase, which fiber stacks violate. The link
- * is only meaningful while the resumer stays suspended (always true for thread <-> fiber).
+ * gdb refuses backtraces whose frame addresses do not increase, which fiber stacks violate. The link is written when a fiber is resumed, never when it
+ * yields back, so it stays right while a fiber resumes another one and is yielded back to.
  * Frame-pointer walkers (perf --call-graph=fp) stop at the fiber root, whose frame record holds x29=0.
  *
  * Returning into the resumed context: by default the switch ends with `br x30` instead of `ret`. A
@@ -210,10 +210,17 @@ SWITCH_KIND SYM(SWITCH_NAME)
     .cfi_offset 79, -8
     mov     x9, sp
     str     x9, [x0]
+    /* The target's link (for unwinding into its resumer) is written only when `to` is being resumed
+       by `from`. When `from` yields back to the context that resumed it (from->link == to->sp), the
+       target's own link must stay: it may be a fiber that was itself resumed by another context. */
+    ldr     x10, [x1]
+    ldr     x11, [x0, #8]
+    cmp     x10, x11
+    b.eq    1f
     str     x9, [x1, #8]
+1:
     /* From here on the frame being described is the target's, which has the same layout. */
-    ldr     x9, [x1]
-    mov     sp, x9
+    mov     sp, x10
     mov     x0, x2
     ldp     x19, x20, [sp, #0]
     ldp     x21, x22, [sp, #16]

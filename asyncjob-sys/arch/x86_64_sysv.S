@@ -42,7 +42,8 @@
  * describes the resumer's rip/rbp/rbx/r12-r15 at the offsets above. gdb and a panic backtrace thus
  * walk from a fiber into the code that last resumed it. The trampoline is marked as a signal frame
  * because gdb refuses backtraces whose frame addresses do not increase, which fiber stacks violate.
- * The link is only meaningful while the resumer stays suspended (always true for thread <-> fiber).
+ * The link is written when a fiber is resumed, never when it
+ * yields back, so it stays right while a fiber resumes another one and is yielded back to.
  *
  * Returning into the resumed context: by default the switch ends with pop + indirect jmp instead of
  * ret. A ret is predicted by the return stack buffer to go back to the switch's own caller, which is
@@ -119,9 +120,16 @@ SWITCH_BEGIN
     fnstcw  4(%rsp)
     movq    %rdx, %rax
     movq    %rsp, (%rdi)
+    /* The target's link (for unwinding into its resumer) is written only when `to` is being resumed
+       by `from`. When `from` yields back to the context that resumed it (from->link == to->sp), the
+       target's own link must stay: it may be a fiber that was itself resumed by another context. */
+    movq    (%rsi), %rcx
+    cmpq    %rcx, 8(%rdi)
+    je      1f
     movq    %rsp, 8(%rsi)
+1:
     /* From here on the frame being described is the target's, which has the same layout. */
-    movq    (%rsi), %rsp
+    movq    %rcx, %rsp
     ldmxcsr (%rsp)
     fldcw   4(%rsp)
     addq    $8, %rsp

@@ -197,3 +197,55 @@ fn pthread_exit_inside_a_job_aborts_with_a_message() {
         "a clear message, got: {stderr}"
     );
 }
+
+#[inline(never)]
+fn resumer_of_the_outer_job() -> String {
+    let inner = match asyncjob::start(None, asyncjob::pause) {
+        Ok(asyncjob::Started::Paused(job)) => job,
+        _ => panic!("the inner job did not pause"),
+    };
+    let outer = asyncjob::start(None, move || {
+        // Drop a paused job from inside this one: a switch into it and back.
+        drop(inner);
+        std::backtrace::Backtrace::force_capture().to_string()
+    });
+    match outer {
+        Ok(asyncjob::Started::Finished(trace)) => trace,
+        _ => panic!("the outer job did not finish"),
+    }
+}
+
+/// A backtrace taken in a job after it resumed another job (here: dropped a paused one) still walks
+/// into the code that resumed it. Before the fix the switch back from the inner job overwrote the
+/// outer job's unwind link with the inner job's stack, and walkers followed stale frames (aarch64:
+/// a SIGSEGV inside the panic hook's backtrace).
+#[test]
+fn a_backtrace_after_a_nested_switch_still_reaches_the_resumer() {
+    if role().as_deref() == Some("nested_backtrace") {
+        let trace = resumer_of_the_outer_job();
+        // The whole chain: the resumer, and the test function that called it on the thread.
+        let reaches = trace.contains("resumer_of_the_outer_job")
+            && trace.contains("a_backtrace_after_a_nested_switch_still_reaches_the_resumer");
+        let frames = trace
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        println!("reaches the resumer: {reaches}; frames: {frames}");
+        return;
+    }
+    if !asyncjob::backend().ends_with("-asm") {
+        return; // only the asm backends link a fiber's frames to its resumer's
+    }
+    let out = child(
+        "a_backtrace_after_a_nested_switch_still_reaches_the_resumer",
+        "nested_backtrace",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reaches the resumer: true"), "{stdout}");
+}

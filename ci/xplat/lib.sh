@@ -213,6 +213,8 @@ xplat_aarch64_setup() {
   export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
   # For binaries started through binfmt_misc (below), which get no -L.
   export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+  # Tests that measure the process's own address space (RLIMIT_AS, VmSize) would measure qemu's.
+  export ASYNCJOB_UNDER_EMULATION=qemu-user
   xplat_aarch64_binfmt
 }
 
