@@ -4,6 +4,7 @@
 //! rows where OpenSSL is undefined, and the speed comparison.
 
 pub mod bench;
+pub mod decode;
 pub mod deviations;
 pub mod driver;
 pub mod ffi;
