@@ -13,6 +13,7 @@ pub mod model;
 pub mod programs;
 pub mod rust_backend;
 pub mod scenarios;
+pub mod stress;
 
 use model::{Trace, first_difference};
 use scenarios::Scenario;
