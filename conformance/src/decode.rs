@@ -458,7 +458,9 @@ pub fn check_bounds(steps: &[Step]) -> Result<(), String> {
                 Err(format!("{op:?}: key out of range"))
             }
             CtxOp::SetStatus(s) if i8::try_from(*s).is_err() => Err(format!("{op:?}: status")),
-            CtxOp::SetCallback { cb, arg } if cb.is_some_and(|c| c > 1) || !(0..=255).contains(arg) => {
+            CtxOp::SetCallback { cb, arg }
+                if cb.is_some_and(|c| c > 1) || !(0..=255).contains(arg) =>
+            {
                 Err(format!("{op:?}: callback out of range"))
             }
             _ => Ok(()),
@@ -469,16 +471,18 @@ pub fn check_bounds(steps: &[Step]) -> Result<(), String> {
     }
     for s in steps {
         match s {
-            Step::Init { max, init } => {
-                if *max >= usize::from(MAX_POOL) || *init >= usize::from(MAX_INIT) {
-                    return Err(format!("{s}: pool sizes out of range"));
-                }
+            Step::Init { max, init }
+                if *max >= usize::from(MAX_POOL) || *init >= usize::from(MAX_INIT) =>
+            {
+                return Err(format!("{s}: pool sizes out of range"));
             }
             Step::FreeCtx(c) | Step::Ctx { ctx: c, .. } if *c >= CTX_INDICES => {
                 return Err(format!("{s}: ctx index out of range"));
             }
             Step::Ctx { op, .. } => op_ok(op)?,
-            Step::Resume { slot, .. } | Step::JobWaitCtx { slot } if *slot >= usize::from(SLOTS) => {
+            Step::Resume { slot, .. } | Step::JobWaitCtx { slot }
+                if *slot >= usize::from(SLOTS) =>
+            {
                 return Err(format!("{s}: slot out of range"));
             }
             Step::Start {
@@ -533,8 +537,14 @@ mod tests {
         }
         let total: u32 = STEP_WEIGHTS.iter().map(|&(_, w)| u32::from(w)).sum();
         assert!(total <= 256);
-        assert_eq!(pick(ACTION_WEIGHTS, tag_of(ACTION_WEIGHTS, ActionKind::Ctx)), ActionKind::Ctx);
-        assert_eq!(pick(OP_WEIGHTS, tag_of(OP_WEIGHTS, OpKind::GetCallback)), OpKind::GetCallback);
+        assert_eq!(
+            pick(ACTION_WEIGHTS, tag_of(ACTION_WEIGHTS, ActionKind::Ctx)),
+            ActionKind::Ctx
+        );
+        assert_eq!(
+            pick(OP_WEIGHTS, tag_of(OP_WEIGHTS, OpKind::GetCallback)),
+            OpKind::GetCallback
+        );
     }
 
     #[test]
@@ -565,14 +575,20 @@ mod tests {
             args: ArgSpec::None,
         });
         let steps = from_bytes(&w.0);
-        assert!(matches!(steps[..], [Step::Start { ctx: Some(0), .. }]), "{steps:?}");
+        assert!(
+            matches!(steps[..], [Step::Start { ctx: Some(0), .. }]),
+            "{steps:?}"
+        );
         check_bounds(&steps).expect("in bounds");
     }
 
     #[test]
     fn bounds_check_rejects_what_the_decoder_never_makes() {
         let bad = [
-            Step::Init { max: 1 << 31, init: 0 },
+            Step::Init {
+                max: 1 << 31,
+                init: 0,
+            },
             Step::FreeCtx(9),
             Step::Start {
                 slot: 0,
@@ -588,7 +604,10 @@ mod tests {
             },
         ];
         for s in bad {
-            assert!(check_bounds(std::slice::from_ref(&s)).is_err(), "{s} accepted");
+            assert!(
+                check_bounds(std::slice::from_ref(&s)).is_err(),
+                "{s} accepted"
+            );
         }
     }
 

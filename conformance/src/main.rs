@@ -331,7 +331,12 @@ fn decode_files(files: &[PathBuf]) -> bool {
     for f in files {
         let data = std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
         let steps = decode::from_bytes(&data);
-        println!("{} ({} bytes, {} steps):", f.display(), data.len(), steps.len());
+        println!(
+            "{} ({} bytes, {} steps):",
+            f.display(),
+            data.len(),
+            steps.len()
+        );
         for (i, s) in steps.iter().enumerate() {
             println!("  {i:3}. {s}");
         }

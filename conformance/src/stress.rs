@@ -260,7 +260,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -268,7 +268,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
@@ -281,7 +281,10 @@ struct Failures(Mutex<Vec<String>>);
 
 impl Failures {
     fn push(&self, s: String) {
-        let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if v.len() < 20 {
             v.push(s);
         }
@@ -409,7 +412,7 @@ fn expected(plan: &Plan) -> u64 {
 fn fill(acc: &mut [u64; 32], seed: u64) {
     let mut r = Rng::new(seed);
     for x in acc.iter_mut() {
-        *x = r.next();
+        *x = r.next_u64();
     }
 }
 
@@ -504,7 +507,10 @@ impl Worker<'_> {
     fn check_result(&mut self, plan: &Plan, v: u64) {
         self.counts.finished += 1;
         if v != expected(plan) {
-            self.fail(format!("job {plan:?} returned {v:#x}, expected {:#x}", expected(plan)));
+            self.fail(format!(
+                "job {plan:?} returned {v:#x}, expected {:#x}",
+                expected(plan)
+            ));
         }
     }
 
@@ -539,7 +545,11 @@ impl Worker<'_> {
         match r.below(40) {
             0 => {
                 let max = r.below(MAX_JOBS + 1) as usize;
-                let init = if max == 0 { 0 } else { r.below(max as u64 + 1) as usize };
+                let init = if max == 0 {
+                    0
+                } else {
+                    r.below(max as u64 + 1) as usize
+                };
                 if let Err(e) = asyncjob::init_thread(max, init) {
                     self.fail(format!("init_thread({max}, {init}): {e}"));
                 }
@@ -563,10 +573,10 @@ impl Worker<'_> {
             let ctx = ctxs.get(ci).and_then(Option::as_ref);
             let pauses = self.rng.below(MAX_PAUSES + 1);
             let plan = Plan {
-                seed: self.rng.next(),
+                seed: self.rng.next_u64(),
                 pauses,
-                fd_mask: self.rng.next(),
-                clear_mask: self.rng.next(),
+                fd_mask: self.rng.next_u64(),
+                clear_mask: self.rng.next_u64(),
                 panic_at: if self.rng.chance(16) {
                     self.rng.below(pauses + 1)
                 } else {
