@@ -4,8 +4,9 @@
 //!
 //! Memory: libcrypto leaks the old pool and its idle jobs (32 KiB stacks) each time
 //! `ASYNC_init_thread` replaces a pool, including the one a thread's first `ASYNC_start_job` made.
-//! Defined programs do that, so the fuzzer's RSS grows (about 30 KiB per run on average, all of it
-//! allocated by libcrypto; see lsan.supp); `ci/step-52-fuzz.sh` restarts it every minute.
+//! Defined programs do that, so the fuzzer's RSS grows (~150 KiB per run under ASan, all of it
+//! allocated by libcrypto; see lsan.supp); `ci/step-52-fuzz.sh` restarts it every minute or 10,000
+//! runs.
 #![no_main]
 
 use conformance::{decode, ffi, programs};
