@@ -761,7 +761,11 @@ pub fn run(cfg: &Config) -> Report {
                                 Epoch::Time(_) if epoch_over.load(Ordering::Acquire) => break,
                                 _ => {}
                             }
-                            w.round();
+                            // A panic outside a job is a bug of asyncjob or of this checker; it is
+                            // reported, and the worker goes on so that the barrier is still met.
+                            if catch_unwind(AssertUnwindSafe(|| w.round())).is_err() {
+                                w.fail("a round panicked outside any job".into());
+                            }
                             n += 1;
                         }
                         counts.add(&std::mem::take(&mut w.counts));
