@@ -45,10 +45,11 @@ cd conformance
 cargo +nightly fuzz build -s "$FUZZ_SANITIZER" differential
 
 export ASAN_OPTIONS="detect_leaks=0:quarantine_size_mb=64${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-left=$FUZZ_SECONDS
+end=$((SECONDS + FUZZ_SECONDS))
 runs=0
 chunk=0
-while [ "$left" -gt 0 ]; do
+while [ "$SECONDS" -lt "$end" ]; do
+  left=$((end - SECONDS))
   t=$(( left < FUZZ_CHUNK_SECONDS ? left : FUZZ_CHUNK_SECONDS ))
   chunk=$((chunk + 1))
   if ! cargo +nightly fuzz run -s "$FUZZ_SANITIZER" differential "$corpus" fuzz/seeds -- \
@@ -62,7 +63,6 @@ while [ "$left" -gt 0 ]; do
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log")
   cov=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | sed 's/.*\(cov: [0-9]*\).*\(corp: [^ ]*\).*/\1, \2/' || true)
   runs=$((runs + ${n:-0}))
-  echo "[fuzz] chunk $chunk: ${t}s, ${n:-?} runs (${rate:-?}/s), peak RSS ${rss:-?} MiB, $cov"
-  left=$((left - t))
+  echo "[fuzz] chunk $chunk: ${n:-?} runs (${rate:-?}/s), peak RSS ${rss:-?} MiB, $cov"
 done
 echo "[fuzz] no difference or crash in $runs runs over ${FUZZ_SECONDS}s (sanitizer: $FUZZ_SANITIZER)"
