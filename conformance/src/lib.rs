@@ -4,6 +4,7 @@
 //! rows where OpenSSL is undefined, and the speed comparison.
 
 pub mod bench;
+pub mod decode;
 pub mod deviations;
 pub mod driver;
 pub mod ffi;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod programs;
 pub mod rust_backend;
 pub mod scenarios;
+pub mod stress;
 
 use model::{Trace, first_difference};
 use scenarios::Scenario;

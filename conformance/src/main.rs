@@ -2,7 +2,9 @@
 //! linked OpenSSL, the deviations table, the speed table). Subcommands run one part.
 
 use clap::{Parser, Subcommand};
-use conformance::{Verdict, bench, deviations, ffi, judge, memfns, programs, scenarios};
+use conformance::{
+    Verdict, bench, decode, deviations, ffi, judge, memfns, programs, scenarios, stress,
+};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -36,6 +38,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         cases: u32,
         #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Writes the fuzz seed corpus: every named scenario and `--random` generated programs, encoded
+    /// for `conformance/fuzz` (`conformance::decode`).
+    FuzzSeeds {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        random: usize,
+    },
+    /// Decodes fuzz inputs (crash files, corpus entries) into programs, runs each on both backends and
+    /// prints the first difference. Exits 1 when any differs.
+    Decode { files: Vec<PathBuf> },
+    /// Soak test: threads × jobs × random pause/resume/cancel patterns on asyncjob, checking that
+    /// RSS, open fds and memory maps stay flat and every job's result is right.
+    Stress {
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        #[arg(long, default_value_t = 1)]
         seed: u64,
     },
     /// Internal: a case that must run in a process of its own.
@@ -282,6 +306,54 @@ fn speed_section(out: &Out, rep: &mut Report, plan: bench::Plan) {
     rep.speed = rows;
 }
 
+fn fuzz_seeds(dir: &std::path::Path, random: usize) {
+    use proptest::strategy::{Strategy, ValueTree};
+    std::fs::create_dir_all(dir).expect("create the seed directory");
+    let mut n = 0;
+    let mut write = |name: String, steps: &[conformance::model::Step]| {
+        std::fs::write(dir.join(name), decode::to_bytes(steps)).expect("write a seed");
+        n += 1;
+    };
+    for sc in scenarios::all() {
+        write(format!("named-{}", sc.name), &sc.steps);
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = programs::program();
+    for i in 0..random {
+        let steps = strategy.new_tree(&mut runner).expect("tree").current();
+        write(format!("random-{i:02}"), &steps);
+    }
+    println!("wrote {n} seeds to {}", dir.display());
+}
+
+fn decode_files(files: &[PathBuf]) -> bool {
+    let mut all_same = true;
+    for f in files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+        let steps = decode::from_bytes(&data);
+        println!(
+            "{} ({} bytes, {} steps):",
+            f.display(),
+            data.len(),
+            steps.len()
+        );
+        for (i, s) in steps.iter().enumerate() {
+            println!("  {i:3}. {s}");
+        }
+        match programs::check(&steps) {
+            None => println!("  same on both backends"),
+            Some(d) => {
+                all_same = false;
+                println!(
+                    "  DIFFERS at step {} `{}`\n    openssl : {}\n    asyncjob: {}",
+                    d.index, d.step, d.openssl, d.asyncjob
+                );
+            }
+        }
+    }
+    all_same
+}
+
 fn child(what: &str) {
     if what == "overflow" {
         deviations::overflow_child();
@@ -330,6 +402,35 @@ fn main() {
                     bench::Plan::QUICK
                 },
             );
+        }
+        Some(Cmd::FuzzSeeds { out, random }) => {
+            fuzz_seeds(&out, random);
+            return;
+        }
+        Some(Cmd::Decode { files }) => {
+            if !decode_files(&files) {
+                std::process::exit(1);
+            }
+            return;
+        }
+        Some(Cmd::Stress {
+            seconds,
+            threads,
+            seed,
+        }) => {
+            let rep = stress::run(&stress::Config::timed(seconds, threads, seed));
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rep).expect("report serialises")
+                );
+            } else {
+                print!("{}", rep.text());
+            }
+            if !rep.passed() {
+                std::process::exit(1);
+            }
+            return;
         }
         Some(Cmd::Fuzz { cases, seed }) => {
             openssl_section(&out, &mut rep);
