@@ -89,6 +89,10 @@ fn park_and_exit(order: Order) -> (usize, usize) {
     )
 }
 
+/// Where thread-locals are destroyed in the reverse order of their first use (glibc, musl, macOS),
+/// the keeper goes last, after asyncjob's exit marker: the job is leaked. Windows destroys them in
+/// the order of first use, so the keeper goes first, while everything the job borrows is alive, and
+/// unwinding it is sound there: only the first assertion holds on every platform.
 #[test]
 fn a_job_kept_in_an_earlier_thread_local_is_leaked_at_thread_exit_not_unwound() {
     let leaked_before = asyncjob::leaked_jobs();
@@ -97,6 +101,9 @@ fn a_job_kept_in_an_earlier_thread_local_is_leaked_at_thread_exit_not_unwound() 
         late_uses, 0,
         "the job ran after a thread-local it borrows was destroyed"
     );
+    if cfg!(windows) {
+        return;
+    }
     assert_eq!(
         drops, 0,
         "nothing on a job's stack runs once the thread is exiting"

@@ -1,6 +1,7 @@
 //! `set_stack_allocator` (`ASYNC_set_mem_functions`): process-wide, so this binary runs alone, without
 //! a test harness.
 
+#[cfg(unix)]
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
