@@ -4,7 +4,7 @@
 //! `ci/check-bindings.sh`).
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn var(name: &str) -> String {
     env::var(name).unwrap_or_default()
@@ -93,12 +93,28 @@ fn main() {
     if unix {
         match valgrind_include() {
             Some(dir) => {
-                // /usr/include is on the compiler's default path already; adding it again could
-                // reorder system headers for a cross compiler.
-                if dir != Path::new("/usr/include") {
-                    build.include(dir);
+                // A copy of the one header in a directory of its own: every compiler finds it,
+                // cross compilers and zig too (they do not search the host's /usr/include), and no
+                // other system header changes place on the include path.
+                let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+                let only = out.join("valgrind-include");
+                let copied = std::fs::create_dir_all(only.join("valgrind")).and_then(|()| {
+                    std::fs::copy(
+                        dir.join("valgrind/valgrind.h"),
+                        only.join("valgrind/valgrind.h"),
+                    )
+                });
+                match copied {
+                    Ok(_) => {
+                        build.include(&only);
+                        build.define("ASYNCJOB_VALGRIND", "1");
+                    }
+                    Err(e) => println!(
+                        "cargo:warning=cannot copy valgrind/valgrind.h from {}: {e}; fiber stacks \
+                         are not registered with Valgrind",
+                        dir.display()
+                    ),
                 }
-                build.define("ASYNCJOB_VALGRIND", "1");
             }
             None if sanitizers => println!(
                 "cargo:warning=valgrind/valgrind.h not found (install valgrind or set \

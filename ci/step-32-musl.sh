@@ -20,17 +20,13 @@ T=x86_64-unknown-linux-musl
 # shellcheck disable=SC2206 # word splitting of the override is intended
 PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys -p asyncjob})
 
-# Tests that fail on musl, as "cargo target|text its failure prints". Both are platform gaps, not
-# emulation artefacts:
-# - asyncjob/tests/stack_allocator.rs: a paused job parked in a thread-local is unwound at thread
-#   exit and its stack released (3 released, not 2; not counted by leaked_jobs()), because
-#   asyncjob/src/teardown.rs only recognises glibc's __call_tls_dtors; musl (and static binaries,
-#   where dladdr names nothing) fall back to asyncjob's own marker.
+# Tests that fail on musl, as "cargo target|text its failure prints". A platform gap, not an
+# emulation artefact (musl's other gap, that only asyncjob's own exit marker tells it a thread is
+# exiting, is the documented behaviour off glibc and its tests expect it):
 # - asyncjob-sys/tests/stacks.rs a_burst_of_stacks_is_given_back_when_freed: VmSize after freeing
 #   300 stacks is 64 KiB above the test's bound of one 64-slot slab (musl's malloc keeps its own
 #   mappings); the stacks themselves are unmapped.
 KNOWN=(
-  "-p asyncjob --test stack_allocator|the idle stacks went back at thread exit"
   "-p asyncjob-sys --test stacks|after freeing"
 )
 

@@ -42,6 +42,10 @@ size_t asyncjob__stack_registry_probe(const void *addr, int *found);
 #if defined(ASYNCJOB_VALGRIND)
 #  include <valgrind/valgrind.h>
 static inline unsigned asyncjob__valgrind_register(void *base, size_t size) {
+    /* On platforms valgrind.h has no client requests for (macOS arm64, say) the macro ignores its
+       arguments. */
+    (void)base;
+    (void)size;
     return VALGRIND_STACK_REGISTER(base, (char *)base + size);
 }
 static inline void asyncjob__valgrind_deregister(unsigned id) {

@@ -300,7 +300,14 @@ fn main() {
     .join()
     .unwrap();
     assert_eq!(GRANTED.load(SeqCst), 8 + 3 + 3);
-    assert_eq!(asyncjob::leaked_jobs(), 1, "the parked job was leaked");
+    // KEEP was first used after the pool was made: glibc leaks the parked job, other platforms
+    // unwind it (see stack_allocator.rs).
+    let leaks_at_exit = cfg!(all(target_os = "linux", target_env = "gnu"));
+    assert_eq!(
+        asyncjob::leaked_jobs(),
+        usize::from(leaks_at_exit),
+        "the parked job was leaked (glibc) or unwound (elsewhere)"
+    );
     check_balanced("after the thread exited");
     passed += 1;
 

@@ -175,16 +175,21 @@ fn main() {
     })
     .join()
     .unwrap();
+    // KEEP was first used after the pool was made, so it is destroyed before asyncjob's own exit
+    // marker. glibc: asyncjob recognises the thread-local destructors on the stack and leaks the
+    // job. Elsewhere (musl, macOS, Windows) only the marker is known, so the job is unwound as before
+    // it (the documented limit, asyncjob's crate docs "Panics and dropped jobs").
+    let leaks_at_exit = cfg!(all(target_os = "linux", target_env = "gnu"));
     assert_eq!(ALLOCATED.load(Ordering::SeqCst) - allocated, 3);
     assert_eq!(
         RELEASED.load(Ordering::SeqCst) - released,
-        2,
+        if leaks_at_exit { 2 } else { 3 },
         "the idle stacks went back at thread exit"
     );
     assert_eq!(
         asyncjob::leaked_jobs() - leaked,
-        1,
-        "the paused job was leaked"
+        usize::from(leaks_at_exit),
+        "the paused job was leaked (glibc) or unwound (elsewhere)"
     );
     passed += 1;
     println!("{passed} passed, 0 failed");
