@@ -66,7 +66,8 @@ for features in sanitizers "sanitizers ucontext"; do
   # The job layer on top: four threads running jobs, wait contexts and pools at once.
   RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
     CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tsan" \
-    cargo +nightly test -p asyncjob --features "asyncjob-sys/$features" --target "$host" --test threads
+    cargo +nightly test -p asyncjob --features "asyncjob-sys/${features// / asyncjob-sys/}" \
+    --target "$host" --test threads
 done
 
 [ "$fail" = 0 ] || { echo "[sys-reliability] valgrind found problems" >&2; exit 1; }
