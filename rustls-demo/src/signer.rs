@@ -1,0 +1,260 @@
+//! rustls `SigningKey`/`Signer` implementations whose signatures come from the signing service.
+//!
+//! The variants differ only in how `Signer::sign` waits for the answer:
+//! - [`Wait::Blocking`]: a synchronous request/response; the calling thread blocks for L.
+//! - [`Wait::BlockInPlace`]: the same, wrapped in `tokio::task::block_in_place`.
+//! - [`Wait::JobFd`]: inside an asyncjob job, the request's connection fd goes into the job's wait
+//!   context and the job pauses until the fd is readable. Outside a job: an error.
+//! - [`Wait::Local`]: no service at all; the key signs in place (the baseline).
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
+
+use crate::pki::KeyKind;
+use crate::service::{self, Request, SigningService};
+
+/// How a signer waits for the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Block the calling thread.
+    Blocking,
+    /// Block inside `tokio::task::block_in_place` (multi-thread runtime only).
+    BlockInPlace,
+    /// Pause the calling job until the connection's fd is readable.
+    JobFd,
+    /// Sign in place with the local key; the service is not used.
+    Local,
+}
+
+/// Counters shared by every signer of one [`RemoteKeys`].
+#[derive(Debug, Default)]
+pub struct SignerStats {
+    /// Calls to `Signer::sign`.
+    pub calls: AtomicU64,
+    /// Calls that returned a signature.
+    pub signed: AtomicU64,
+    /// Calls that returned an error.
+    pub errors: AtomicU64,
+    /// `asyncjob::pause()` calls made while waiting for an answer.
+    pub pauses: AtomicU64,
+}
+
+/// What the signers of one configuration share: where the service is, idle connections to it, and
+/// counters.
+#[derive(Debug)]
+pub struct Backend {
+    wait: Wait,
+    addr: std::os::unix::net::SocketAddr,
+    /// Idle connections, each with nothing in flight (blocking for the blocking variants,
+    /// non-blocking for the job variant). A connection whose request was abandoned is closed,
+    /// never returned here.
+    idle: Mutex<Vec<UnixStream>>,
+    next_id: AtomicU64,
+    /// The counters.
+    pub stats: SignerStats,
+}
+
+impl Backend {
+    /// A backend talking to `service` in the given way.
+    pub fn new(service: &SigningService, wait: Wait) -> Arc<Backend> {
+        Arc::new(Backend {
+            wait,
+            addr: service.addr().clone(),
+            idle: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            stats: SignerStats::default(),
+        })
+    }
+
+    /// How this backend waits.
+    pub fn wait(&self) -> Wait {
+        self.wait
+    }
+
+    fn take_conn(&self) -> io::Result<UnixStream> {
+        if let Some(conn) = self.idle.lock().expect("idle pool").pop() {
+            return Ok(conn);
+        }
+        let conn = UnixStream::connect_addr(&self.addr)?;
+        conn.set_nonblocking(self.wait == Wait::JobFd)?;
+        Ok(conn)
+    }
+
+    fn put_conn(&self, conn: UnixStream) {
+        self.idle.lock().expect("idle pool").push(conn);
+    }
+
+    /// Close the idle connections (they are reopened on demand).
+    pub fn close_idle(&self) {
+        self.idle.lock().expect("idle pool").clear();
+    }
+
+    fn request(&self, key: u8, scheme: SignatureScheme, message: &[u8]) -> Request {
+        Request {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            key,
+            scheme,
+            message: message.to_vec(),
+        }
+    }
+
+    fn sign_blocking(&self, req: &Request) -> Result<Vec<u8>, String> {
+        let mut conn = self.take_conn().map_err(|e| e.to_string())?;
+        match service::call_blocking(&mut conn, req) {
+            Ok(result) => {
+                self.put_conn(conn);
+                result
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn sign_job_fd(&self, req: &Request) -> Result<Vec<u8>, String> {
+        // Outside a job (or with pausing blocked) pausing would return at once and this would spin:
+        // refuse instead, and rustls turns the error into an alert.
+        let Some(ctx) = asyncjob::current_wait_ctx() else {
+            return Err("job+fd signer used outside a job with a wait context".into());
+        };
+        if asyncjob::pause_blocked_count() > 0 {
+            return Err("job+fd signer used with pausing blocked".into());
+        }
+        let mut conn = self.take_conn().map_err(|e| e.to_string())?;
+        let mut frame = Vec::with_capacity(16 + req.message.len());
+        service::encode_request(&mut frame, req.id, req.key, req.scheme, &req.message);
+        // A fresh or idle connection has an empty send buffer, far larger than one request.
+        conn.write_all(&frame).map_err(|e| e.to_string())?;
+
+        // The fd is in the context only while this frame is on the stack: the guard clears it on
+        // return and on unwind (a cancelled job), and the connection is closed then, not reused.
+        struct Registered<'a> {
+            ctx: &'a asyncjob::WaitCtx,
+            key: asyncjob::WaitKey,
+        }
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                self.ctx.clear_fd(self.key);
+            }
+        }
+        let key = asyncjob::WaitKey::of(&conn);
+        ctx.set_wait_fd(key, conn.as_raw_fd(), std::ptr::null_mut(), None);
+        let registered = Registered { ctx: &ctx, key };
+
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 2048];
+        let (body_len, result) = loop {
+            match service::split_frame(&buf) {
+                Ok(Some((body, used))) => break (used, service::decode_response(body)),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) => return Err("signing service closed the connection".into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stats.pauses.fetch_add(1, Ordering::Relaxed);
+                    asyncjob::pause();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        drop(registered);
+        let (id, result) = result.map_err(|e| e.to_string())?;
+        if id != req.id || body_len != buf.len() {
+            return Err("answer does not match the request".into());
+        }
+        self.put_conn(conn);
+        result
+    }
+}
+
+/// A `SigningKey` whose private half lives in the signing service.
+#[derive(Debug)]
+pub struct RemoteKey {
+    kind: KeyKind,
+    /// The id sent to the service (normally `kind.id()`; a wrong one makes every signature fail).
+    key_id: u8,
+    /// The same key held locally, used only to choose the scheme (and by [`Wait::Local`]).
+    local: Arc<dyn SigningKey>,
+    backend: Arc<Backend>,
+}
+
+impl RemoteKey {
+    /// The fixture key `kind`, signed for by `backend`.
+    pub fn new(kind: KeyKind, backend: Arc<Backend>) -> RemoteKey {
+        RemoteKey {
+            kind,
+            key_id: kind.id(),
+            local: kind.signing_key(),
+            backend,
+        }
+    }
+
+    /// Like [`new`](Self::new), but asking the service for a key id it does not have: every
+    /// signature fails.
+    pub fn broken(kind: KeyKind, backend: Arc<Backend>) -> RemoteKey {
+        RemoteKey {
+            key_id: 0xee,
+            ..RemoteKey::new(kind, backend)
+        }
+    }
+
+    /// The certificate chain and this key, ready for a server config.
+    pub fn certified(self) -> Arc<CertifiedKey> {
+        let chain = self.kind.chain();
+        Arc::new(CertifiedKey::new(chain, Arc::new(self)))
+    }
+}
+
+impl SigningKey for RemoteKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let local = self.local.choose_scheme(offered)?;
+        Some(Box::new(RemoteSigner {
+            scheme: local.scheme(),
+            local,
+            key_id: self.key_id,
+            backend: self.backend.clone(),
+        }))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.local.algorithm()
+    }
+}
+
+#[derive(Debug)]
+struct RemoteSigner {
+    scheme: SignatureScheme,
+    local: Box<dyn Signer>,
+    key_id: u8,
+    backend: Arc<Backend>,
+}
+
+impl Signer for RemoteSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let b = &self.backend;
+        b.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = match b.wait {
+            Wait::Local => self.local.sign(message).map_err(|e| e.to_string()),
+            Wait::Blocking => b.sign_blocking(&b.request(self.key_id, self.scheme, message)),
+            Wait::BlockInPlace => {
+                let req = b.request(self.key_id, self.scheme, message);
+                tokio::task::block_in_place(|| b.sign_blocking(&req))
+            }
+            Wait::JobFd => b.sign_job_fd(&b.request(self.key_id, self.scheme, message)),
+        };
+        let counter = if result.is_ok() { &b.stats.signed } else { &b.stats.errors };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result.map_err(|e| rustls::Error::General(format!("signing service: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}

@@ -1,0 +1,77 @@
+//! Every key type and protocol version completes a handshake whose signature comes from the
+//! signing service, with the handshake inside a job that pauses at least once per handshake.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rustls::ProtocolVersion;
+use rustls_demo::config;
+use rustls_demo::pki::KeyKind;
+use rustls_demo::server::{Handshakes, Server};
+use rustls_demo::service::SigningService;
+use rustls_demo::signer::{Backend, RemoteKey, Wait};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn run(kind: KeyKind, tls13: bool, wait: Wait, mode: Handshakes, n: u64) {
+    let service = SigningService::start(Duration::from_millis(2)).unwrap();
+    let backend = Backend::new(&service, wait);
+    let key = RemoteKey::new(kind, backend.clone()).certified();
+    let server = Server::start(config::server(key, &config::versions(tls13, !tls13)), mode).unwrap();
+    let client = config::client(&config::versions(true, true));
+    for _ in 0..n {
+        let outcome = rustls_demo::client::handshake(server.addr(), client.clone(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{kind:?} tls13={tls13} {wait:?}: {e}"));
+        let want = if tls13 { ProtocolVersion::TLSv1_3 } else { ProtocolVersion::TLSv1_2 };
+        assert_eq!(outcome.version, Some(want));
+    }
+    let stats = &backend.stats;
+    assert_eq!(stats.signed.load(Ordering::Relaxed), n, "one remote signature per handshake");
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(service.stats().signed.load(Ordering::Relaxed), n);
+    let pauses = stats.pauses.load(Ordering::Relaxed);
+    if mode == Handshakes::InJob {
+        assert!(pauses >= n, "{pauses} pauses for {n} handshakes");
+    } else {
+        assert_eq!(pauses, 0);
+    }
+    assert_eq!(server.stats().handshakes.load(Ordering::Relaxed), n);
+    let report = server.stop();
+    if let Some(pool) = report.pool {
+        assert_eq!(pool.idle, pool.created, "every job back in the pool");
+    }
+}
+
+#[test]
+fn ecdsa_p256_tls13_job_fd() {
+    run(KeyKind::EcdsaP256, true, Wait::JobFd, Handshakes::InJob, 5);
+}
+
+#[test]
+fn ecdsa_p256_tls12_job_fd() {
+    run(KeyKind::EcdsaP256, false, Wait::JobFd, Handshakes::InJob, 5);
+}
+
+#[test]
+fn rsa_2048_tls13_job_fd() {
+    run(KeyKind::Rsa2048, true, Wait::JobFd, Handshakes::InJob, 5);
+}
+
+#[test]
+fn rsa_2048_tls12_job_fd() {
+    run(KeyKind::Rsa2048, false, Wait::JobFd, Handshakes::InJob, 5);
+}
+
+/// RSA-4096 signing (ring's largest) runs in the service, but the handshake, the certificate chain
+/// and the verification state all live on the job's stack: the default stack is enough.
+#[test]
+fn rsa_4096_fits_the_default_job_stack() {
+    run(KeyKind::Rsa4096, true, Wait::JobFd, Handshakes::InJob, 2);
+    run(KeyKind::Rsa4096, false, Wait::JobFd, Handshakes::InJob, 2);
+}
+
+#[test]
+fn blocking_signer_without_jobs() {
+    run(KeyKind::EcdsaP256, true, Wait::Blocking, Handshakes::Direct, 3);
+    run(KeyKind::Rsa2048, false, Wait::Blocking, Handshakes::Direct, 3);
+}
