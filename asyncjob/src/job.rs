@@ -423,6 +423,13 @@ pub fn current_wait_ctx() -> Option<WaitCtx> {
     t.with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
 }
 
+/// The running job's [`Notifier`](crate::Notifier) (`WaitCtx::notifier` of its wait context): `None`
+/// outside a job or when the job was started without a wait context. Asking marks the context as
+/// awaiting a notification for the current round.
+pub fn current_notifier() -> Option<crate::Notifier> {
+    current_wait_ctx().map(|ctx| ctx.notifier())
+}
+
 /// Whether the running job is being torn down because its handle was dropped.
 pub fn is_cancelling() -> bool {
     thread::thread().with_running(|running| running.is_some_and(JobFiber::is_cancelling))

@@ -47,6 +47,16 @@
 //! [`WaitCtx::all_fds`] or [`WaitCtx::changed_fds`] and resumes the job when one is ready. The change
 //! lists cover one *round*, which ends each time a paused job using the context is resumed.
 //!
+//! # Waking a job from another thread
+//!
+//! An engine that completes work on a thread of its own (an accelerator's polling thread, a signing
+//! client) wakes the job with a [`Notifier`]: [`current_notifier`] inside the job (or
+//! [`WaitCtx::notifier`]) gives a `Send + Sync` handle, the job hands it over and pauses, and
+//! [`Notifier::notify`] marks the wait context and wakes the [`Waker`](std::task::Waker) that the
+//! driver registered with [`WaitCtx::set_waker`]. The mark stays until the driver takes it
+//! ([`WaitCtx::take_notification`]), so a notification that comes before the pause is not lost.
+//! OpenSSL's callback and status ([`WaitCtx::set_callback`], [`WaitCtx::set_status`]) are unchanged.
+//!
 //! # Threads
 //!
 //! A job belongs to the thread that started it. [`Job`] and [`WaitCtx`] are neither `Send` nor `Sync`,
@@ -112,6 +122,7 @@ mod error;
 mod fiber;
 mod hook;
 mod job;
+mod notify;
 mod pool;
 mod stack;
 mod teardown;
@@ -122,9 +133,10 @@ pub use error::Error;
 pub use hook::{SwitchHook, set_switch_hook};
 pub use job::{
     Job, JobId, PauseBlock, ResumeError, Resumed, Started, backend, block_pause, current_job,
-    current_wait_ctx, is_cancelling, is_capable, leaked_jobs, pause, pause_blocked_count, start,
-    unblock_pause,
+    current_notifier, current_wait_ctx, is_cancelling, is_capable, leaked_jobs, pause,
+    pause_blocked_count, start, unblock_pause,
 };
+pub use notify::Notifier;
 pub use pool::PoolStats;
 pub use stack::{
     DEFAULT_STACK_SIZE, MIN_STACK_GUARD, StackAllocator, StackMemory, set_stack_allocator,

@@ -1,11 +1,15 @@
 //! Wait contexts: how async-aware code inside a job tells the application what the job waits on.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use crate::notify::{Notifier, NotifyState};
 
 /// The handle type a job waits on: a file descriptor on POSIX (`OSSL_ASYNC_FD` is an `int`).
 #[cfg(unix)]
@@ -132,6 +136,10 @@ struct Shared {
     num_deleted: Cell<usize>,
     callback: RefCell<Option<Rc<dyn WaitCallback>>>,
     status: Cell<i32>,
+    /// The cross-thread wake-up, made when first asked for.
+    notify: OnceCell<Arc<NotifyState>>,
+    /// A notifier was handed out in the current round.
+    awaits_notification: Cell<bool>,
 }
 
 /// A wait context (`ASYNC_WAIT_CTX`): the fds a paused job waits on, an optional wake-up callback and a
@@ -188,6 +196,8 @@ impl WaitCtx {
             num_deleted: Cell::new(0),
             callback: RefCell::new(None),
             status: Cell::new(Self::STATUS_UNSUPPORTED),
+            notify: OnceCell::new(),
+            awaits_notification: Cell::new(false),
         }))
     }
 
@@ -343,8 +353,51 @@ impl WaitCtx {
         Rc::ptr_eq(&self.0, &other.0)
     }
 
+    /// The context's [`Notifier`]: a `Send + Sync` handle that wakes the job from any thread. Async-aware
+    /// code inside a job asks for it, hands it to whatever completes the work (an engine's thread, a
+    /// client), and pauses; a driver then waits for the notification as well as for the job's fds.
+    ///
+    /// Asking marks the context as [awaiting a notification](Self::awaits_notification) for the
+    /// current round, so that a pause without fds means "wait for `notify`" rather than "resume on
+    /// the next turn". All handles of one context share one notification mark.
+    pub fn notifier(&self) -> Notifier {
+        self.0.awaits_notification.set(true);
+        Notifier(self.notify_state().clone())
+    }
+
+    /// Whether a [`notifier`](Self::notifier) was handed out since the current round began. Rounds end
+    /// when a paused job using the context is resumed, so a driver asks this after each pause.
+    pub fn awaits_notification(&self) -> bool {
+        self.0.awaits_notification.get()
+    }
+
+    /// Driver side: register who [`Notifier::notify`] wakes. Register before looking at
+    /// [`take_notification`](Self::take_notification): a notification that came earlier is then seen
+    /// there, and one that comes later wakes `waker`. Registering a waker that
+    /// [`will_wake`](Waker::will_wake) the same task again keeps the old one and allocates nothing.
+    pub fn set_waker(&self, waker: &Waker) {
+        self.notify_state().set_waker(waker);
+    }
+
+    /// Driver side: forget the registered waker, so that late notifications wake nobody.
+    pub fn clear_waker(&self) {
+        if let Some(state) = self.0.notify.get() {
+            state.clear_waker();
+        }
+    }
+
+    /// Driver side: whether the context was notified since this was last asked, clearing the mark.
+    pub fn take_notification(&self) -> bool {
+        self.0.notify.get().is_some_and(|state| state.take())
+    }
+
+    fn notify_state(&self) -> &Arc<NotifyState> {
+        self.0.notify.get_or_init(NotifyState::new)
+    }
+
     /// End the current round: called when a paused job using this context is resumed.
     pub(crate) fn start_new_round(&self) {
+        self.0.awaits_notification.set(false);
         let dropped: Vec<WaitFd> = {
             let mut fds = self.0.fds.borrow_mut();
             self.0.num_added.set(0);
