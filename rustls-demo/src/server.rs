@@ -13,10 +13,11 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -81,7 +82,11 @@ impl Server {
         let (thread_stop, thread_stats) = (stop.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("job-server".into())
-            .spawn(move || Loop::new(listener, config, mode, thread_stats).run(&thread_stop))?;
+            .spawn(move || {
+                Loop::new(listener, config, mode, thread_stats)
+                    .expect("eventfd")
+                    .run(&thread_stop)
+            })?;
         Ok(Server {
             addr,
             stop,
@@ -145,7 +150,50 @@ struct Loop {
     /// is the TCP socket (false: a wait fd of the connection's paused job).
     owners: Vec<(usize, bool)>,
     fds: Vec<RawFd>,
+    /// Woken by `Notifier::notify` from other threads (the waker writes to it).
+    wake: Arc<EventFd>,
+    waker: Waker,
+    /// Paused jobs to resume without waiting for an fd.
+    ready: Vec<usize>,
 }
+
+/// An eventfd behind a `Waker`: waking it makes the loop's `poll` return.
+#[derive(Debug)]
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn drain(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into `value` from an eventfd this struct owns.
+        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut value).cast(), 8) };
+    }
+}
+
+impl Wake for EventFd {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from `one` to an eventfd this struct owns.
+        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+}
+
+/// A TLS record (type alert, legacy version 3.3, length 2) holding a fatal (2) handshake_failure
+/// (40) alert.
+const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 40];
 
 const RDHUP: libc::c_short = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
 
@@ -155,8 +203,13 @@ impl Loop {
         config: Arc<ServerConfig>,
         mode: Handshakes,
         stats: Arc<ServerStats>,
-    ) -> Loop {
-        Loop {
+    ) -> io::Result<Loop> {
+        let wake = Arc::new(EventFd::new()?);
+        let waker = Waker::from(wake.clone());
+        Ok(Loop {
+            wake,
+            waker,
+            ready: Vec::new(),
             listener,
             config,
             mode,
@@ -165,7 +218,7 @@ impl Loop {
             pollfds: Vec::new(),
             owners: Vec::new(),
             fds: Vec::new(),
-        }
+        })
     }
 
     fn run(mut self, stop: &AtomicBool) -> ServerReport {
@@ -196,14 +249,28 @@ impl Loop {
     fn turn(&mut self, timeout_ms: i32) {
         self.pollfds.clear();
         self.owners.clear();
+        self.ready.clear();
         self.pollfds.push(libc::pollfd {
             fd: self.listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.pollfds.push(libc::pollfd {
+            fd: self.wake.0.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
         for (i, c) in self.conns.iter().enumerate() {
             let fd = c.tcp.as_raw_fd();
             if c.job.is_some() {
+                // Notified (the waker was registered when the connection was made, so a notify
+                // that came before the pause left its mark), or paused without anything to wait
+                // for: resume this turn.
+                if c.ctx.take_notification()
+                    || (c.ctx.fd_count() == 0 && !c.ctx.awaits_notification())
+                {
+                    self.ready.push(i);
+                }
                 // Paused: wait for the job's fds, and notice a client that goes away meanwhile.
                 self.fds.clear();
                 self.fds.resize(c.ctx.fd_count(), -1);
@@ -234,6 +301,7 @@ impl Loop {
             }
             self.owners.push((i, true));
         }
+        let timeout_ms = if self.ready.is_empty() { timeout_ms } else { 0 };
         // SAFETY: `pollfds` is a valid array of that many entries for the duration of the call.
         let n = unsafe {
             libc::poll(
@@ -242,15 +310,25 @@ impl Loop {
                 timeout_ms,
             )
         };
+        for &i in &self.ready {
+            let conn = &mut self.conns[i];
+            if conn.job.is_some() && !conn.dead {
+                conn.resume(&self.stats);
+            }
+        }
         if n <= 0 {
+            self.conns.retain(|c| !c.dead);
             return;
         }
-        for k in 1..self.pollfds.len() {
+        if self.pollfds[1].revents != 0 {
+            self.wake.drain();
+        }
+        for k in 2..self.pollfds.len() {
             let revents = self.pollfds[k].revents;
             if revents == 0 {
                 continue;
             }
-            let (i, is_tcp) = self.owners[k - 1];
+            let (i, is_tcp) = self.owners[k - 2];
             let mode = self.mode;
             let conn = &mut self.conns[i];
             if conn.dead {
@@ -290,11 +368,13 @@ impl Loop {
             let Ok(tls) = ServerConnection::new(self.config.clone()) else {
                 continue;
             };
+            let ctx = WaitCtx::new();
+            ctx.set_waker(&self.waker);
             self.conns.push(Conn {
                 job: None,
                 tls: Rc::new(RefCell::new(tls)),
                 tcp,
-                ctx: WaitCtx::new(),
+                ctx,
                 sent_ok: false,
                 failed: false,
                 dead: false,
@@ -372,9 +452,26 @@ impl Conn {
     }
 
     fn processed(&mut self, r: Processed, stats: &ServerStats) {
-        if r.is_err() {
-            self.failed = true;
-            stats.tls_errors.fetch_add(1, Ordering::Relaxed);
+        let Err(e) = r else {
+            return;
+        };
+        self.failed = true;
+        stats.tls_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, rustls::Error::General(_)) {
+            // rustls sends no alert for an error returned by a callback such as `Signer::sign`
+            // (it propagates it with `?`): the client would see its connection close without a
+            // reason. The signature is made in the middle of the server's first flight, so none
+            // of that flight has been written yet: drop it, and send a plaintext fatal
+            // handshake_failure alert (what rustls sends when it finds no usable key).
+            let mut tls = self.tls.borrow_mut();
+            while tls.wants_write() {
+                if tls.write_tls(&mut io::sink()).is_err() {
+                    break;
+                }
+            }
+            drop(tls);
+            let _ = self.tcp.write_all(&HANDSHAKE_FAILURE_ALERT);
+            self.dead = true;
         }
     }
 

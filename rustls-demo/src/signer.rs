@@ -5,13 +5,18 @@
 //! - [`Wait::BlockInPlace`]: the same, wrapped in `tokio::task::block_in_place`.
 //! - [`Wait::JobFd`]: inside an asyncjob job, the request's connection fd goes into the job's wait
 //!   context and the job pauses until the fd is readable. Outside a job: an error.
+//! - [`Wait::JobNotify`]: inside a job, the request goes to a client thread that multiplexes one
+//!   connection to the service; the job hands over its [`asyncjob::Notifier`] and pauses without fds;
+//!   the client thread calls `notify()` when the answer is there. Outside a job: an error.
 //! - [`Wait::Local`]: no service at all; the key signs in place (the baseline).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
@@ -28,6 +33,8 @@ pub enum Wait {
     BlockInPlace,
     /// Pause the calling job until the connection's fd is readable.
     JobFd,
+    /// Pause the calling job until a client thread notifies it.
+    JobNotify,
     /// Sign in place with the local key; the service is not used.
     Local,
 }
@@ -56,6 +63,7 @@ pub struct Backend {
     /// never returned here.
     idle: Mutex<Vec<UnixStream>>,
     next_id: AtomicU64,
+    notify: Option<NotifyClient>,
     /// The counters.
     pub stats: SignerStats,
 }
@@ -63,8 +71,11 @@ pub struct Backend {
 impl Backend {
     /// A backend talking to `service` in the given way.
     pub fn new(service: &SigningService, wait: Wait) -> Arc<Backend> {
+        let notify = (wait == Wait::JobNotify)
+            .then(|| NotifyClient::start(service).expect("connect the notifying client"));
         Arc::new(Backend {
             wait,
+            notify,
             addr: service.addr().clone(),
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -248,6 +259,10 @@ impl Signer for RemoteSigner {
                 tokio::task::block_in_place(|| b.sign_blocking(&req))
             }
             Wait::JobFd => b.sign_job_fd(&b.request(self.key_id, self.scheme, message)),
+            Wait::JobNotify => {
+                let req = b.request(self.key_id, self.scheme, message);
+                b.notify.as_ref().expect("started").sign(&req, &b.stats)
+            }
         };
         let counter = if result.is_ok() { &b.stats.signed } else { &b.stats.errors };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -256,5 +271,126 @@ impl Signer for RemoteSigner {
 
     fn scheme(&self) -> SignatureScheme {
         self.scheme
+    }
+}
+
+type Answer = Result<Vec<u8>, String>;
+
+/// One request in flight through the [`NotifyClient`].
+#[derive(Debug)]
+struct Slot {
+    answer: Mutex<Option<Answer>>,
+    notifier: asyncjob::Notifier,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Arc<Slot>>>>;
+
+/// A client thread that owns one connection to the service, multiplexes every job's request on
+/// it, and wakes each job with its notifier when the answer arrives.
+#[derive(Debug)]
+struct NotifyClient {
+    writer: Mutex<UnixStream>,
+    pending: Pending,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NotifyClient {
+    fn start(service: &SigningService) -> io::Result<NotifyClient> {
+        let conn = service.connect()?;
+        let reader = conn.try_clone()?;
+        let pending: Pending = Arc::default();
+        let thread_pending = pending.clone();
+        let thread = std::thread::Builder::new()
+            .name("sign-notifier".into())
+            .spawn(move || Self::read_answers(reader, &thread_pending))?;
+        Ok(NotifyClient {
+            writer: Mutex::new(conn),
+            pending,
+            thread: Some(thread),
+        })
+    }
+
+    fn read_answers(mut conn: UnixStream, pending: &Pending) {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut used_total = 0;
+            while let Ok(Some((body, used))) = service::split_frame(&buf[used_total..]) {
+                used_total += used;
+                let Ok((id, answer)) = service::decode_response(body) else {
+                    continue;
+                };
+                // A job cancelled meanwhile removed its slot: the answer is dropped.
+                let slot = pending.lock().expect("pending").remove(&id);
+                if let Some(slot) = slot {
+                    *slot.answer.lock().expect("slot") = Some(answer);
+                    slot.notifier.notify();
+                }
+            }
+            buf.drain(..used_total);
+        }
+        // The service is gone: fail whatever still waits.
+        let rest: Vec<_> = pending.lock().expect("pending").drain().collect();
+        for (_, slot) in rest {
+            *slot.answer.lock().expect("slot") = Some(Err("signing service closed".into()));
+            slot.notifier.notify();
+        }
+    }
+
+    fn sign(&self, req: &Request, stats: &SignerStats) -> Answer {
+        // Outside a job there is nobody to notify and pausing would not wait: refuse.
+        if asyncjob::current_job().is_none() || asyncjob::pause_blocked_count() > 0 {
+            return Err("job+notifier signer used outside a job".into());
+        }
+        let Some(notifier) = asyncjob::current_notifier() else {
+            return Err("job+notifier signer used in a job without a wait context".into());
+        };
+        let slot = Arc::new(Slot {
+            answer: Mutex::new(None),
+            notifier,
+        });
+        // Removes the slot when the job is cancelled (unwound) before the answer came.
+        struct InFlight<'a>(&'a Pending, u64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.lock().expect("pending").remove(&self.1);
+            }
+        }
+        self.pending.lock().expect("pending").insert(req.id, slot.clone());
+        let in_flight = InFlight(&self.pending, req.id);
+        let mut frame = Vec::with_capacity(16 + req.message.len());
+        service::encode_request(&mut frame, req.id, req.key, req.scheme, &req.message);
+        self.writer
+            .lock()
+            .expect("writer")
+            .write_all(&frame)
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let Some(answer) = slot.answer.lock().expect("slot").take() {
+                drop(in_flight);
+                return answer;
+            }
+            // Asking for the notifier marks this round's fd-less pause as "wait for notify" (a
+            // round ends at every resume, so a spurious resume must ask again).
+            drop(asyncjob::current_notifier());
+            stats.pauses.fetch_add(1, Ordering::Relaxed);
+            asyncjob::pause();
+        }
+    }
+}
+
+impl Drop for NotifyClient {
+    fn drop(&mut self) {
+        if let Ok(conn) = self.writer.lock() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
