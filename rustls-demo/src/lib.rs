@@ -11,3 +11,5 @@ pub mod pki;
 pub mod server;
 pub mod service;
 pub mod signer;
+pub mod tokio_servers;
+pub mod bench;

@@ -1,0 +1,320 @@
+//! `rustls-demo bench`: handshakes/s, latency, threads, memory and CPU for each way of waiting for
+//! a slow signer, over concurrency C and signing latency L.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::pki::KeyKind;
+use crate::server::{Handshakes, Server};
+use crate::service::SigningService;
+use crate::signer::{Backend, RemoteKey, Wait};
+use crate::tokio_servers::{TokioMode, TokioServer};
+use crate::{client, config, net};
+
+/// One way of serving handshakes with a remote signer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// One thread; handshake in a job; the signer pauses on the service connection's fd.
+    JobFd,
+    /// One thread; handshake in a job; the signer pauses until a client thread notifies.
+    JobNotify,
+    /// One thread, no jobs; the signer blocks the thread (the "plain" path).
+    Blocking,
+    /// tokio-rustls on a multi-thread runtime; the signer blocks inside `block_in_place`.
+    BlockInPlace,
+    /// Each handshake on tokio's blocking pool (default size, 512).
+    SpawnBlocking,
+    /// Each handshake on tokio's blocking pool capped at 16 threads.
+    SpawnBlocking16,
+}
+
+impl Variant {
+    /// Every variant, in table order.
+    pub const ALL: [Variant; 6] = [
+        Variant::JobFd,
+        Variant::JobNotify,
+        Variant::Blocking,
+        Variant::BlockInPlace,
+        Variant::SpawnBlocking,
+        Variant::SpawnBlocking16,
+    ];
+
+    /// The name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::JobFd => "job+fd",
+            Variant::JobNotify => "job+notifier",
+            Variant::Blocking => "blocking (1 thread)",
+            Variant::BlockInPlace => "block_in_place (MT)",
+            Variant::SpawnBlocking => "spawn_blocking (512)",
+            Variant::SpawnBlocking16 => "spawn_blocking (16)",
+        }
+    }
+
+    /// Whether the whole server is one thread (its CPU time is then measured on that thread).
+    pub fn one_thread(self) -> bool {
+        matches!(self, Variant::JobFd | Variant::JobNotify | Variant::Blocking)
+    }
+
+    /// Whether the handshakes run in jobs.
+    pub fn job_driven(self) -> bool {
+        matches!(self, Variant::JobFd | Variant::JobNotify)
+    }
+
+    fn wait(self) -> Wait {
+        match self {
+            Variant::JobFd => Wait::JobFd,
+            Variant::JobNotify => Wait::JobNotify,
+            Variant::BlockInPlace => Wait::BlockInPlace,
+            Variant::Blocking | Variant::SpawnBlocking | Variant::SpawnBlocking16 => Wait::Blocking,
+        }
+    }
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// The variant.
+    pub variant: Variant,
+    /// Concurrent clients.
+    pub c: usize,
+    /// Signing latency.
+    pub l: Duration,
+    /// Completed handshakes.
+    pub completed: u64,
+    /// Failed handshakes (client side).
+    pub failed: u64,
+    /// Handshakes per second.
+    pub rate: f64,
+    /// Median latency (connect to "ok").
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Most OS threads of the process seen during the cell.
+    pub threads: u64,
+    /// Peak RSS of the process during the cell, KiB.
+    pub peak_rss_kib: u64,
+    /// CPU of the server thread per handshake (one-thread variants).
+    pub server_cpu: Option<Duration>,
+    /// CPU of the whole process (server, clients, service) per handshake.
+    pub process_cpu: Duration,
+}
+
+enum Running {
+    Loop(Server),
+    Tokio(TokioServer),
+}
+
+/// Measure one cell: `c` clients against `variant` with signing latency `l`, for `duration`.
+pub fn run_cell(variant: Variant, c: usize, l: Duration, duration: Duration) -> Cell {
+    let service = SigningService::start(l).expect("signing service");
+    let backend = Backend::new(&service, variant.wait());
+    let key = RemoteKey::new(KeyKind::EcdsaP256, backend.clone()).certified();
+    let server_config = config::server(key, &config::versions(true, false));
+    let server = match variant {
+        Variant::JobFd | Variant::JobNotify => {
+            Running::Loop(Server::start(server_config, Handshakes::InJob).expect("server"))
+        }
+        Variant::Blocking => {
+            Running::Loop(Server::start(server_config, Handshakes::Direct).expect("server"))
+        }
+        Variant::BlockInPlace => Running::Tokio(
+            TokioServer::start(server_config, TokioMode::BlockInPlace).expect("server"),
+        ),
+        Variant::SpawnBlocking => Running::Tokio(
+            TokioServer::start(server_config, TokioMode::SpawnBlocking(512)).expect("server"),
+        ),
+        Variant::SpawnBlocking16 => Running::Tokio(
+            TokioServer::start(server_config, TokioMode::SpawnBlocking(16)).expect("server"),
+        ),
+    };
+    let addr = match &server {
+        Running::Loop(s) => s.addr(),
+        Running::Tokio(s) => s.addr(),
+    };
+    let client_config = config::client(&config::versions(true, false));
+
+    net::reset_peak_rss();
+    let cpu0 = net::process_cpu();
+    let done = Arc::new(AtomicBool::new(false));
+    let client_done = done.clone();
+    let clients = std::thread::Builder::new()
+        .name("bench-clients".into())
+        .spawn(move || {
+            let load = client::load(addr, client_config, c, duration, u64::MAX);
+            client_done.store(true, Ordering::Release);
+            load
+        })
+        .expect("client thread");
+    let mut threads = net::threads();
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+        threads = threads.max(net::threads());
+    }
+    let mut load = clients.join().expect("clients");
+    let cpu = net::process_cpu() - cpu0;
+    let peak_rss_kib = net::peak_rss_kib();
+    drop(service);
+    let server_cpu = match server {
+        Running::Loop(s) => Some(s.stop().cpu),
+        Running::Tokio(s) => {
+            drop(s);
+            None
+        }
+    };
+    drop(backend);
+
+    load.latencies.sort_unstable();
+    let pct = |p: f64| -> Duration {
+        if load.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((load.latencies.len() as f64 - 1.0) * p).round() as usize;
+        load.latencies[i]
+    };
+    let n = load.completed.max(1);
+    Cell {
+        variant,
+        c,
+        l,
+        completed: load.completed,
+        failed: load.failed,
+        rate: load.completed as f64 / load.elapsed.as_secs_f64(),
+        p50: pct(0.5),
+        p99: pct(0.99),
+        threads,
+        peak_rss_kib,
+        server_cpu: server_cpu.filter(|_| variant.one_thread()).map(|t| t / n as u32),
+        process_cpu: cpu / n as u32,
+    }
+}
+
+/// Which cells a run covers.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Variants, in table order.
+    pub variants: Vec<Variant>,
+    /// Concurrencies.
+    pub concurrency: Vec<usize>,
+    /// Signing latencies.
+    pub latency: Vec<Duration>,
+    /// Time per cell.
+    pub duration: Duration,
+}
+
+impl Plan {
+    /// The full table: C ∈ {1,16,128,1024} × L ∈ {0,1,5,20} ms × every variant, 1 s per cell.
+    pub fn full() -> Plan {
+        Plan {
+            variants: Variant::ALL.to_vec(),
+            concurrency: vec![1, 16, 128, 1024],
+            latency: [0, 1, 5, 20].map(Duration::from_millis).to_vec(),
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    /// A few cells for CI: C ∈ {1,128} × L ∈ {0,20} ms, 0.5 s per cell.
+    pub fn quick() -> Plan {
+        Plan {
+            variants: Variant::ALL.to_vec(),
+            concurrency: vec![1, 128],
+            latency: [0, 20].map(Duration::from_millis).to_vec(),
+            duration: Duration::from_millis(500),
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e6))
+}
+
+/// Run every cell of `plan`, printing each row as it is measured; return the cells.
+pub fn run(plan: &Plan, mut out: impl FnMut(&str)) -> Vec<Cell> {
+    out(&format!(
+        "| variant | C | L ms | handshakes/s | p50 ms | p99 ms | OS threads | peak RSS MiB | server CPU µs/hs | process CPU µs/hs | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    ));
+    let mut cells = Vec::new();
+    for &variant in &plan.variants {
+        for &l in &plan.latency {
+            for &c in &plan.concurrency {
+                let cell = run_cell(variant, c, l, plan.duration);
+                out(&format!(
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} | {} | {} | {} |",
+                    variant.name(),
+                    c,
+                    l.as_millis(),
+                    cell.rate,
+                    ms(cell.p50),
+                    ms(cell.p99),
+                    cell.threads,
+                    cell.peak_rss_kib as f64 / 1024.0,
+                    us(cell.server_cpu),
+                    us(Some(cell.process_cpu)),
+                    cell.failed,
+                ));
+                cells.push(cell);
+            }
+        }
+    }
+    cells
+}
+
+/// The targets, checked against the measured cells: lines of text, and whether all held.
+pub fn targets(cells: &[Cell]) -> (String, bool) {
+    let find = |v: Variant, c: usize, l: u64| {
+        cells
+            .iter()
+            .find(|x| x.variant == v && x.c == c && x.l == Duration::from_millis(l))
+    };
+    let mut s = String::new();
+    let mut all = true;
+    let _ = writeln!(s, "\nTargets (C = 128, one server thread):");
+    for v in [Variant::JobFd, Variant::JobNotify] {
+        if let (Some(slow), Some(fast)) = (find(v, 128, 20), find(v, 128, 0)) {
+            let target = (0.5 * 128.0 / 0.020f64).min(0.8 * fast.rate);
+            let ok = slow.rate >= target;
+            all &= ok;
+            let _ = writeln!(
+                s,
+                "- {} at L=20ms: target >= min(0.5*C/L = 3200, 0.8 * {:.0} (its L=0 rate)) = {:.0}/s; measured {:.0}/s: {}",
+                v.name(),
+                fast.rate,
+                target,
+                slow.rate,
+                if ok { "met" } else { "NOT met" }
+            );
+        }
+    }
+    if let Some(b) = find(Variant::Blocking, 128, 20) {
+        let _ = writeln!(
+            s,
+            "- blocking at L=20ms: expected near 1/L = 50/s; measured {:.0}/s",
+            b.rate
+        );
+    }
+    for c in [1, 16, 128, 1024] {
+        if let (Some(job), Some(plain)) = (find(Variant::JobFd, c, 0), find(Variant::Blocking, c, 0))
+        {
+            if let (Some(j), Some(p)) = (job.server_cpu, plain.server_cpu) {
+                let ratio = j.as_secs_f64() / p.as_secs_f64();
+                let ok = ratio <= 1.05;
+                all &= ok;
+                let _ = writeln!(
+                    s,
+                    "- L=0, C={c}: job+fd server CPU/handshake {} µs vs plain (blocking, no job) {} µs: ratio {:.3} (target <= 1.05): {}",
+                    us(Some(j)),
+                    us(Some(p)),
+                    ratio,
+                    if ok { "met" } else { "NOT met" }
+                );
+            }
+        }
+    }
+    (s, all)
+}
