@@ -237,13 +237,14 @@ impl Loop {
 
     fn publish(&self) {
         let s = &self.stats;
-        s.live.store(self.conns.len() as u64, Ordering::Relaxed);
-        let paused = self.conns.iter().filter(|c| c.job.is_some()).count();
-        s.paused.store(paused as u64, Ordering::Relaxed);
         if let Some(pool) = asyncjob::pool_stats() {
             s.pool_created.store(pool.created as u64, Ordering::Relaxed);
             s.pool_idle.store(pool.idle as u64, Ordering::Relaxed);
         }
+        let paused = self.conns.iter().filter(|c| c.job.is_some()).count();
+        s.paused.store(paused as u64, Ordering::Relaxed);
+        // Last, with Release: whoever reads `live` with Acquire sees the pool of the same turn.
+        s.live.store(self.conns.len() as u64, Ordering::Release);
     }
 
     fn turn(&mut self, timeout_ms: i32) {

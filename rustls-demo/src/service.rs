@@ -129,6 +129,8 @@ pub struct ServiceStats {
     pub failed: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections closed (after their last answer was written or dropped).
+    pub closed: AtomicU64,
 }
 
 /// A running signing service; dropping it stops the thread and closes every connection.
@@ -242,6 +244,7 @@ async fn connection(
     latency: Duration,
     stats: Arc<ServiceStats>,
 ) {
+    let stream_stats = stats.clone();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::task::spawn_local(async move {
@@ -271,7 +274,7 @@ async fn connection(
             buf.drain(..used);
             let tx = tx.clone();
             let keys = keys.clone();
-            let stats = stats.clone();
+            let stats = stream_stats.clone();
             // One task per request: the latency timers of all outstanding requests run at once.
             tokio::task::spawn_local(async move {
                 if !latency.is_zero() {
@@ -288,4 +291,5 @@ async fn connection(
     }
     drop(tx);
     let _ = writer.await;
+    stats.closed.fetch_add(1, Ordering::Release);
 }
