@@ -82,17 +82,20 @@ pub struct Load {
     pub failed: u64,
     /// Latency of every completed handshake (connect to "ok").
     pub latencies: Vec<Duration>,
-    /// Wall time of the run.
+    /// Wall time of the measured part of the run (after the warm-up).
     pub elapsed: Duration,
 }
 
-/// Run `concurrency` clients in a loop against `addr` until `duration` has passed or `max`
-/// handshakes are done, on a current-thread runtime in the calling thread. Handshakes still in
-/// flight at the deadline are abandoned (their clients hang up) and not counted.
+/// Run `concurrency` clients in a loop against `addr` for `warmup + duration` (or until `max`
+/// handshakes are done), on a current-thread runtime in the calling thread. Only handshakes that
+/// complete after the warm-up are counted (so the first wave of `concurrency` connections does not
+/// decide the result). Handshakes still in flight at the deadline are abandoned (their clients hang
+/// up) and not counted.
 pub fn load(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     concurrency: usize,
+    warmup: Duration,
     duration: Duration,
     max: u64,
 ) -> Load {
@@ -102,7 +105,8 @@ pub fn load(
         .expect("client runtime");
     let connector = tokio_rustls::TlsConnector::from(config);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + duration;
+    let measured_from = started + warmup;
+    let deadline = tokio::time::Instant::from_std(measured_from + duration);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let results = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -126,8 +130,11 @@ pub fn load(
                     match tokio::time::timeout_at(deadline, one).await {
                         Err(_) => break,
                         Ok(Ok(())) => {
-                            load.completed += 1;
-                            load.latencies.push(t0.elapsed());
+                            let now = Instant::now();
+                            if now >= measured_from {
+                                load.completed += 1;
+                                load.latencies.push(now - t0);
+                            }
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok(Err(_)) => load.failed += 1,
@@ -145,7 +152,11 @@ pub fn load(
         total
     });
     Load {
-        elapsed: started.elapsed().min(duration),
+        elapsed: started
+            .elapsed()
+            .saturating_sub(warmup)
+            .min(duration)
+            .max(Duration::from_millis(1)),
         ..results
     }
 }
