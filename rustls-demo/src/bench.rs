@@ -55,7 +55,10 @@ impl Variant {
 
     /// Whether the whole server is one thread (its CPU time is then measured on that thread).
     pub fn one_thread(self) -> bool {
-        matches!(self, Variant::JobFd | Variant::JobNotify | Variant::Blocking)
+        matches!(
+            self,
+            Variant::JobFd | Variant::JobNotify | Variant::Blocking
+        )
     }
 
     /// Whether the handshakes run in jobs.
@@ -198,7 +201,9 @@ pub fn run_cell(
         p99: pct(0.99),
         threads,
         peak_rss_kib,
-        server_cpu: server_cpu.filter(|_| variant.one_thread()).map(|t| t / n as u32),
+        server_cpu: server_cpu
+            .filter(|_| variant.one_thread())
+            .map(|t| t / n as u32),
         process_cpu: cpu / n as u32,
     }
 }
@@ -253,8 +258,10 @@ fn us(d: Option<Duration>) -> String {
 
 /// Run every cell of `plan`, printing each row as it is measured; return the cells.
 pub fn run(plan: &Plan, mut out: impl FnMut(&str)) -> Vec<Cell> {
-    out(&format!(
-        "| variant | C | L ms | handshakes/s | p50 ms | p99 ms | OS threads | peak RSS MiB | server CPU µs/hs | process CPU µs/hs | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    out(concat!(
+        "| variant | C | L ms | handshakes/s | p50 ms | p99 ms | OS threads | peak RSS MiB ",
+        "| server CPU µs/hs | process CPU µs/hs | failed |\n",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     ));
     let mut cells = Vec::new();
     for &variant in &plan.variants {
@@ -328,7 +335,8 @@ pub fn cpu_check(
     warmup: Duration,
     duration: Duration,
 ) -> (String, bool) {
-    let mut s = String::from("\nCPU per handshake at L = 0 (server thread; median of alternating runs):\n");
+    let mut s =
+        String::from("\nCPU per handshake at L = 0 (server thread; median of alternating runs):\n");
     let mut all = true;
     for &c in concurrency {
         let mut job = Vec::new();

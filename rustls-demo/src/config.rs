@@ -33,7 +33,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A server presenting `key`, without session resumption (neither tickets nor a cache).
-pub fn server(key: Arc<CertifiedKey>, versions: &[&'static SupportedProtocolVersion]) -> Arc<ServerConfig> {
+pub fn server(
+    key: Arc<CertifiedKey>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .expect("ring supports these versions")

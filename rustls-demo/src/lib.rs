@@ -4,6 +4,7 @@
 //! signer that waits for a remote signing service can pause the job instead of blocking the
 //! thread: one thread then serves many handshakes whose signatures are in flight at once.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod net;
@@ -12,4 +13,3 @@ pub mod server;
 pub mod service;
 pub mod signer;
 pub mod tokio_servers;
-pub mod bench;

@@ -101,7 +101,10 @@ pub fn decode_response(body: &[u8]) -> io::Result<(u64, Result<Vec<u8>, String>)
 }
 
 /// Send one request and wait for its answer, on a blocking stream with nothing else in flight.
-pub fn call_blocking(stream: &mut UnixStream, req: &Request) -> io::Result<Result<Vec<u8>, String>> {
+pub fn call_blocking(
+    stream: &mut UnixStream,
+    req: &Request,
+) -> io::Result<Result<Vec<u8>, String>> {
     let mut frame = Vec::with_capacity(16 + req.message.len());
     encode_request(&mut frame, req.id, req.key, req.scheme, &req.message);
     stream.write_all(&frame)?;
@@ -115,7 +118,10 @@ pub fn call_blocking(stream: &mut UnixStream, req: &Request) -> io::Result<Resul
     stream.read_exact(&mut body)?;
     let (id, result) = decode_response(&body)?;
     if id != req.id {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "answer to another request"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "answer to another request",
+        ));
     }
     Ok(result)
 }
@@ -155,8 +161,10 @@ impl SigningService {
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         let listener = UnixListener::bind_addr(&addr)?;
         listener.set_nonblocking(true)?;
-        let keys: HashMap<u8, Arc<dyn SigningKey>> =
-            KeyKind::ALL.iter().map(|k| (k.id(), k.signing_key())).collect();
+        let keys: HashMap<u8, Arc<dyn SigningKey>> = KeyKind::ALL
+            .iter()
+            .map(|k| (k.id(), k.signing_key()))
+            .collect();
         let stats = Arc::new(ServiceStats::default());
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_stats = stats.clone();
@@ -199,7 +207,9 @@ impl Drop for SigningService {
 }
 
 fn sign(keys: &HashMap<u8, Arc<dyn SigningKey>>, req: &Request) -> Result<Vec<u8>, String> {
-    let key = keys.get(&req.key).ok_or_else(|| format!("no key {}", req.key))?;
+    let key = keys
+        .get(&req.key)
+        .ok_or_else(|| format!("no key {}", req.key))?;
     let signer = key
         .choose_scheme(&[req.scheme])
         .ok_or_else(|| format!("key {} cannot sign with {:?}", req.key, req.scheme))?;
@@ -281,7 +291,11 @@ async fn connection(
                     tokio::time::sleep(latency).await;
                 }
                 let result = sign(&keys, &req);
-                let counter = if result.is_ok() { &stats.signed } else { &stats.failed };
+                let counter = if result.is_ok() {
+                    &stats.signed
+                } else {
+                    &stats.failed
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let mut frame = Vec::with_capacity(16 + 512);
                 encode_response(&mut frame, req.id, &result);

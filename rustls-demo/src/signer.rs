@@ -264,7 +264,11 @@ impl Signer for RemoteSigner {
                 b.notify.as_ref().expect("started").sign(&req, &b.stats)
             }
         };
-        let counter = if result.is_ok() { &b.stats.signed } else { &b.stats.errors };
+        let counter = if result.is_ok() {
+            &b.stats.signed
+        } else {
+            &b.stats.errors
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         result.map_err(|e| rustls::Error::General(format!("signing service: {e}")))
     }
@@ -361,7 +365,10 @@ impl NotifyClient {
                 self.0.lock().expect("pending").remove(&self.1);
             }
         }
-        self.pending.lock().expect("pending").insert(req.id, slot.clone());
+        self.pending
+            .lock()
+            .expect("pending")
+            .insert(req.id, slot.clone());
         let in_flight = InFlight(&self.pending, req.id);
         let mut frame = Vec::with_capacity(16 + req.message.len());
         service::encode_request(&mut frame, req.id, req.key, req.scheme, &req.message);

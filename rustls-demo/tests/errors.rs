@@ -19,14 +19,19 @@ fn alert_not_hang(wait: Wait, mode: Handshakes, tls13: bool) {
     let service = SigningService::start(Duration::from_millis(1)).unwrap();
     let backend = Backend::new(&service, wait);
     let key = RemoteKey::broken(KeyKind::EcdsaP256, backend.clone()).certified();
-    let server = Server::start(config::server(key, &config::versions(tls13, !tls13)), mode).unwrap();
+    let server =
+        Server::start(config::server(key, &config::versions(tls13, !tls13)), mode).unwrap();
     let client = config::client(&config::versions(true, true));
     let err = rustls_demo::client::handshake(server.addr(), client, TIMEOUT)
         .expect_err("the handshake must fail");
-    let inner = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
     assert_eq!(
         inner,
-        Some(&rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)),
+        Some(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure
+        )),
         "{wait:?}: expected a handshake_failure alert, got {err:?}"
     );
     assert_eq!(backend.stats.errors.load(Ordering::Relaxed), 1);
@@ -62,18 +67,28 @@ fn job_signers_outside_a_job_are_an_alert() {
         let service = SigningService::start(Duration::from_millis(1)).unwrap();
         let backend = Backend::new(&service, wait);
         let key = RemoteKey::new(KeyKind::EcdsaP256, backend.clone()).certified();
-        let server =
-            Server::start(config::server(key, &config::versions(true, false)), Handshakes::Direct)
-                .unwrap();
+        let server = Server::start(
+            config::server(key, &config::versions(true, false)),
+            Handshakes::Direct,
+        )
+        .unwrap();
         let client = config::client(&config::versions(true, true));
         let err = rustls_demo::client::handshake(server.addr(), client, TIMEOUT).unwrap_err();
-        let inner = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
         assert_eq!(
             inner,
-            Some(&rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)),
+            Some(&rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure
+            )),
             "{wait:?}: {err:?}"
         );
-        assert_eq!(service.stats().signed.load(Ordering::Relaxed), 0, "nothing was sent");
+        assert_eq!(
+            service.stats().signed.load(Ordering::Relaxed),
+            0,
+            "nothing was sent"
+        );
         assert_eq!(backend.stats.pauses.load(Ordering::Relaxed), 0);
     }
 }

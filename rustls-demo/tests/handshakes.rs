@@ -17,16 +17,25 @@ fn run(kind: KeyKind, tls13: bool, wait: Wait, mode: Handshakes, n: u64) {
     let service = SigningService::start(Duration::from_millis(2)).unwrap();
     let backend = Backend::new(&service, wait);
     let key = RemoteKey::new(kind, backend.clone()).certified();
-    let server = Server::start(config::server(key, &config::versions(tls13, !tls13)), mode).unwrap();
+    let server =
+        Server::start(config::server(key, &config::versions(tls13, !tls13)), mode).unwrap();
     let client = config::client(&config::versions(true, true));
     for _ in 0..n {
         let outcome = rustls_demo::client::handshake(server.addr(), client.clone(), TIMEOUT)
             .unwrap_or_else(|e| panic!("{kind:?} tls13={tls13} {wait:?}: {e}"));
-        let want = if tls13 { ProtocolVersion::TLSv1_3 } else { ProtocolVersion::TLSv1_2 };
+        let want = if tls13 {
+            ProtocolVersion::TLSv1_3
+        } else {
+            ProtocolVersion::TLSv1_2
+        };
         assert_eq!(outcome.version, Some(want));
     }
     let stats = &backend.stats;
-    assert_eq!(stats.signed.load(Ordering::Relaxed), n, "one remote signature per handshake");
+    assert_eq!(
+        stats.signed.load(Ordering::Relaxed),
+        n,
+        "one remote signature per handshake"
+    );
     assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
     let remote = if wait == Wait::Local { 0 } else { n };
     assert_eq!(service.stats().signed.load(Ordering::Relaxed), remote);
@@ -76,26 +85,62 @@ fn rsa_4096_fits_the_default_job_stack() {
 
 #[test]
 fn blocking_signer_without_jobs() {
-    run(KeyKind::EcdsaP256, true, Wait::Blocking, Handshakes::Direct, 3);
-    run(KeyKind::Rsa2048, false, Wait::Blocking, Handshakes::Direct, 3);
+    run(
+        KeyKind::EcdsaP256,
+        true,
+        Wait::Blocking,
+        Handshakes::Direct,
+        3,
+    );
+    run(
+        KeyKind::Rsa2048,
+        false,
+        Wait::Blocking,
+        Handshakes::Direct,
+        3,
+    );
 }
 
 #[test]
 fn ecdsa_p256_tls13_job_notify() {
-    run(KeyKind::EcdsaP256, true, Wait::JobNotify, Handshakes::InJob, 5);
+    run(
+        KeyKind::EcdsaP256,
+        true,
+        Wait::JobNotify,
+        Handshakes::InJob,
+        5,
+    );
 }
 
 #[test]
 fn ecdsa_p256_tls12_job_notify() {
-    run(KeyKind::EcdsaP256, false, Wait::JobNotify, Handshakes::InJob, 5);
+    run(
+        KeyKind::EcdsaP256,
+        false,
+        Wait::JobNotify,
+        Handshakes::InJob,
+        5,
+    );
 }
 
 #[test]
 fn rsa_2048_tls13_job_notify() {
-    run(KeyKind::Rsa2048, true, Wait::JobNotify, Handshakes::InJob, 5);
+    run(
+        KeyKind::Rsa2048,
+        true,
+        Wait::JobNotify,
+        Handshakes::InJob,
+        5,
+    );
 }
 
 #[test]
 fn rsa_2048_tls12_job_notify() {
-    run(KeyKind::Rsa2048, false, Wait::JobNotify, Handshakes::InJob, 5);
+    run(
+        KeyKind::Rsa2048,
+        false,
+        Wait::JobNotify,
+        Handshakes::InJob,
+        5,
+    );
 }

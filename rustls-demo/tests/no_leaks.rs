@@ -68,7 +68,10 @@ fn settle(server: &Server, backend: &Backend, service: &SigningService) {
     backend.close_idle();
     let s = service.stats();
     while s.closed.load(Ordering::Acquire) != s.connections.load(Ordering::Acquire) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "service connections still open");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "service connections still open"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -79,8 +82,11 @@ fn ten_thousand_connections_with_hang_ups_leave_nothing_behind() {
     let service = SigningService::start(LATENCY).unwrap();
     let backend = Backend::new(&service, Wait::JobFd);
     let key = RemoteKey::new(KeyKind::EcdsaP256, backend.clone()).certified();
-    let server = Server::start(config::server(key, &config::versions(true, true)), Handshakes::InJob)
-        .unwrap();
+    let server = Server::start(
+        config::server(key, &config::versions(true, true)),
+        Handshakes::InJob,
+    )
+    .unwrap();
     let client_config = config::client(&config::versions(true, true));
 
     load(server.addr(), &client_config, 1_000);
