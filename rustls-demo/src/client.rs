@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 pub struct Outcome {
     /// The negotiated protocol version.
     pub version: Option<rustls::ProtocolVersion>,
-    /// The negotiated signature scheme's key: the server certificate's first bytes are not checked.
+    /// The negotiated cipher suite.
     pub suite: Option<rustls::SupportedCipherSuite>,
 }
 

@@ -39,7 +39,7 @@ pub enum Wait {
     Local,
 }
 
-/// Counters shared by every signer of one [`RemoteKeys`].
+/// Counters shared by every signer of one [`Backend`].
 #[derive(Debug, Default)]
 pub struct SignerStats {
     /// Calls to `Signer::sign`.
