@@ -101,6 +101,18 @@ impl Backend {
         self.idle.lock().expect("idle pool").push(conn);
     }
 
+    /// Connections to the service that stay open for the backend's life (the notifying client's).
+    pub fn persistent_connections(&self) -> u64 {
+        u64::from(self.notify.is_some())
+    }
+
+    /// Requests of the notifying client still waiting for an answer (0 for the other variants).
+    pub fn in_flight(&self) -> usize {
+        self.notify
+            .as_ref()
+            .map_or(0, |n| n.pending.lock().expect("pending").len())
+    }
+
     /// Close the idle connections (they are reopened on demand).
     pub fn close_idle(&self) {
         self.idle.lock().expect("idle pool").clear();

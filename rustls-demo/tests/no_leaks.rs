@@ -67,7 +67,8 @@ fn settle(server: &Server, backend: &Backend, service: &SigningService) {
     }
     backend.close_idle();
     let s = service.stats();
-    while s.closed.load(Ordering::Acquire) != s.connections.load(Ordering::Acquire) {
+    let persistent = backend.persistent_connections();
+    while s.closed.load(Ordering::Acquire) + persistent != s.connections.load(Ordering::Acquire) {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "service connections still open"
@@ -76,11 +77,19 @@ fn settle(server: &Server, backend: &Backend, service: &SigningService) {
     }
 }
 
+/// Both job signers, one after the other (in one test: the fd counts are per process).
 #[test]
 fn ten_thousand_connections_with_hang_ups_leave_nothing_behind() {
+    for wait in [Wait::JobFd, Wait::JobNotify] {
+        eprintln!("{wait:?}:");
+        check(wait);
+    }
+}
+
+fn check(wait: Wait) {
     let fds_before = net::open_fds();
     let service = SigningService::start(LATENCY).unwrap();
-    let backend = Backend::new(&service, Wait::JobFd);
+    let backend = Backend::new(&service, wait);
     let key = RemoteKey::new(KeyKind::EcdsaP256, backend.clone()).certified();
     let server = Server::start(
         config::server(key, &config::versions(true, true)),
@@ -112,6 +121,11 @@ fn ten_thousand_connections_with_hang_ups_leave_nothing_behind() {
          fds {fds_warm} -> {fds_after}; RSS {rss_warm} -> {rss_after} KiB"
     );
     assert!(cancelled > 0, "no client hung up while its job was paused");
+    assert_eq!(
+        backend.in_flight(),
+        0,
+        "requests of cancelled jobs are forgotten"
+    );
     assert_eq!(idle, created, "every job is back in the pool");
     assert!(
         created <= 2 * CLIENT_THREADS as u64,
