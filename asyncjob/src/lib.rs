@@ -118,6 +118,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod driver;
 mod error;
 mod fiber;
 mod hook;
@@ -129,6 +130,7 @@ mod teardown;
 mod thread;
 mod wait_ctx;
 
+pub use driver::{CancelReason, Completion, Driver, DriverStats, JobToken, Outcome};
 pub use error::Error;
 pub use hook::{SwitchHook, set_switch_hook};
 pub use job::{
