@@ -367,6 +367,7 @@ impl<R: 'static> fmt::Debug for Driver<R> {
     }
 }
 
+#[cfg(unix)]
 fn ms_ceil(d: Duration) -> i32 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     ms.min(i32::MAX as u128) as i32
@@ -495,7 +496,10 @@ impl<R: 'static> Driver<R> {
             self.enqueue(index, Box::new(f));
             return Ok(token);
         }
-        let ctx = self.slots[index].ctx.clone().expect("a live slot has a context");
+        let ctx = self.slots[index]
+            .ctx
+            .clone()
+            .expect("a live slot has a context");
         let started = panic::catch_unwind(AssertUnwindSafe(|| crate::start(Some(&ctx), f)));
         drop(ctx);
         let result = match started {
@@ -587,7 +591,12 @@ impl<R: 'static> Driver<R> {
                 continue;
             };
             for &watcher in &entry.watchers {
-                mark(&mut self.slots, &mut self.ready, self.epoch, watcher as usize);
+                mark(
+                    &mut self.slots,
+                    &mut self.ready,
+                    self.epoch,
+                    watcher as usize,
+                );
             }
         }
         self.take_woken();
@@ -880,8 +889,7 @@ impl<R: 'static> Driver<R> {
         while let Some(&token) = self.queue.front() {
             let index = token.index();
             let slot = &mut self.slots[index];
-            if slot.generation != token.generation || !matches!(slot.state, SlotState::Queued(_))
-            {
+            if slot.generation != token.generation || !matches!(slot.state, SlotState::Queued(_)) {
                 self.queue.pop_front();
                 continue;
             }
@@ -916,7 +924,8 @@ impl<R: 'static> Driver<R> {
     }
 
     fn resume_slot(&mut self, index: usize) {
-        let SlotState::Paused(job) = std::mem::replace(&mut self.slots[index].state, SlotState::Running)
+        let SlotState::Paused(job) =
+            std::mem::replace(&mut self.slots[index].state, SlotState::Running)
         else {
             unreachable!("only paused jobs are resumed")
         };
@@ -938,7 +947,10 @@ impl<R: 'static> Driver<R> {
     fn after_pause(&mut self, index: usize, job: Job<R>) {
         self.slots[index].state = SlotState::Paused(job);
         self.paused += 1;
-        let ctx = self.slots[index].ctx.clone().expect("a live slot has a context");
+        let ctx = self.slots[index]
+            .ctx
+            .clone()
+            .expect("a live slot has a context");
         #[cfg(unix)]
         self.apply_fd_changes(index, &ctx);
         let status = ctx.status();
@@ -1023,7 +1035,7 @@ impl<R: 'static> Driver<R> {
             Os::Epoll { epfd, .. } => match sys::epoll_add(*epfd, fd, fd as u64) {
                 Ok(()) => false,
                 // Already there: a registration left by a file whose number came back.
-                Err(errno) if errno == 17 => false, // EEXIST
+                Err(sys::EEXIST) => false,
                 // EPERM (a regular file, which is always ready), EBADF (not open): let the job
                 // find out on its next run.
                 Err(_) => true,
@@ -1054,14 +1066,13 @@ impl<R: 'static> Driver<R> {
         if let Some(&moved) = self.fds.registered.get(pos) {
             self.fds.entries[moved as usize].pos = pos;
         }
-        match &self.os {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Os::Epoll { epfd, .. } if !unpollable => {
-                // EBADF / ENOENT: the fd was closed already (which removed it), perhaps reused.
-                let _ = sys::epoll_del(*epfd, fd);
-            }
-            _ => {}
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let (Os::Epoll { epfd, .. }, false) = (&self.os, unpollable) {
+            // EBADF / ENOENT: the fd was closed already (which removed it), perhaps reused.
+            let _ = sys::epoll_del(*epfd, fd);
         }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = unpollable; // poll has nothing to deregister
     }
 
     /// End a job: deregister its fds, drop the job (a paused one unwinds) or its queued closure,

@@ -7,7 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use asyncjob::{CancelReason, Completion, Driver, JobToken, Outcome, WaitCtx, WaitKey};
+#[cfg(unix)]
+use asyncjob::WaitKey;
+use asyncjob::{CancelReason, Completion, Driver, JobToken, Outcome, WaitCtx};
 
 /// Long enough never to be reached by a working driver; only bounds a broken one.
 const BOUND: Option<Duration> = Some(Duration::from_secs(20));
@@ -134,7 +136,9 @@ fn n_jobs_on_n_pipes_resume_exactly_when_their_own_fd_is_ready() {
         let mut order: Vec<usize> = (0..N).collect();
         let mut x = 12345u64;
         for i in (1..N).rev() {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             order.swap(i, (x >> 33) as usize % (i + 1));
         }
         for (done, &k) in order.iter().enumerate() {
@@ -184,9 +188,17 @@ fn an_fd_number_closed_and_reused_in_one_round_is_waited_on() {
         assert_eq!(driver.turn(BOUND).unwrap(), 1);
         let (r2, w2) = new_pipe.get();
         assert_eq!(r2, r1, "{name}: the test needs the number to come back");
-        assert_eq!(driver.turn(IDLE).unwrap(), 0, "{name}: the new pipe is empty");
+        assert_eq!(
+            driver.turn(IDLE).unwrap(),
+            0,
+            "{name}: the new pipe is empty"
+        );
         fds::write_byte(w2);
-        assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}: the new file is waited on");
+        assert_eq!(
+            driver.turn(BOUND).unwrap(),
+            1,
+            "{name}: the new file is waited on"
+        );
         let c = drain(&mut driver);
         assert!(matches!(c[0].outcome, Outcome::Finished(())), "{name}");
         fds::close(w1);
@@ -234,7 +246,11 @@ fn one_fd_shared_by_two_jobs_wakes_both_and_stays_registered_for_the_last() {
         if !done.contains(&"b") {
             assert_eq!(driver.turn(IDLE).unwrap(), 0, "{name}: B waits on");
             fds::write_byte(w);
-            assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}: B is still registered");
+            assert_eq!(
+                driver.turn(BOUND).unwrap(),
+                1,
+                "{name}: B is still registered"
+            );
             assert_eq!(finished(&drain(&mut driver)[0]), Some("b"));
         }
         assert!(driver.is_empty());
@@ -369,9 +385,17 @@ fn eagain_resumes_on_the_next_turn_once() {
                 rs.set(2);
             })
             .unwrap();
-        assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}: EAGAIN: resumed though the fd is not ready");
+        assert_eq!(
+            driver.turn(BOUND).unwrap(),
+            1,
+            "{name}: EAGAIN: resumed though the fd is not ready"
+        );
         assert_eq!(resumes.get(), 1);
-        assert_eq!(driver.turn(IDLE).unwrap(), 0, "{name}: the status was consumed");
+        assert_eq!(
+            driver.turn(IDLE).unwrap(),
+            0,
+            "{name}: the status was consumed"
+        );
         fds::write_byte(w);
         assert_eq!(driver.turn(BOUND).unwrap(), 1);
         assert_eq!(resumes.get(), 2);
@@ -398,7 +422,11 @@ fn a_pause_with_nothing_to_wait_on_resumes_on_the_next_turn() {
         assert_eq!(resumes.get(), turn, "one resume per turn");
     }
     assert!(driver.is_empty());
-    assert_eq!(driver.turn(BOUND).unwrap(), 0, "nothing to wait for: returns at once");
+    assert_eq!(
+        driver.turn(BOUND).unwrap(),
+        0,
+        "nothing to wait for: returns at once"
+    );
 }
 
 #[test]
@@ -425,14 +453,20 @@ fn an_expired_deadline_cancels_the_job() {
     }
     assert!(dropped.get());
     let c = drain(&mut driver);
-    assert!(matches!(c[0].outcome, Outcome::Cancelled(CancelReason::Deadline)));
+    assert!(matches!(
+        c[0].outcome,
+        Outcome::Cancelled(CancelReason::Deadline)
+    ));
     // A deadline removed in time does nothing.
     let t = driver
-        .spawn_with_deadline(Instant::now(), || asyncjob::pause())
+        .spawn_with_deadline(Instant::now(), asyncjob::pause)
         .unwrap();
     assert!(driver.set_deadline(t, None));
     assert_eq!(driver.turn(BOUND).unwrap(), 1);
-    assert!(matches!(drain(&mut driver)[0].outcome, Outcome::Finished(())));
+    assert!(matches!(
+        drain(&mut driver)[0].outcome,
+        Outcome::Finished(())
+    ));
 }
 
 #[cfg(unix)]
@@ -471,7 +505,11 @@ fn a_pool_of_one_queues_the_second_job_and_starts_it_when_the_first_ends() {
         );
         assert!(!b_ran.get());
         fds::write_byte(w);
-        assert_eq!(driver.turn(BOUND).unwrap(), 2, "{name}: A resumed, B started");
+        assert_eq!(
+            driver.turn(BOUND).unwrap(),
+            2,
+            "{name}: A resumed, B started"
+        );
         let c = drain(&mut driver);
         let got: Vec<_> = c.iter().map(|c| (c.token, finished(c))).collect();
         assert_eq!(got, vec![(a, Some("a")), (b, Some("b"))]);
@@ -595,9 +633,15 @@ fn cancel_deregisters_the_fds_and_unwinds_the_job_and_runs_its_cleanups() {
             })
             .unwrap();
         assert!(driver.cancel(token), "{name}");
-        assert!(dropped.get() && cleaned.get(), "{name}: destructors and cleanups ran");
+        assert!(
+            dropped.get() && cleaned.get(),
+            "{name}: destructors and cleanups ran"
+        );
         assert!(!driver.cancel(token), "{name}: a stale token names nothing");
-        assert!(drain(&mut driver).is_empty(), "{name}: cancel reports nothing");
+        assert!(
+            drain(&mut driver).is_empty(),
+            "{name}: cancel reports nothing"
+        );
         // The closed fd's number may be reused by the next pipe: it must not wake anyone wrongly.
         let (r3, w3) = fds::pipe();
         fds::write_byte(w3);

@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use asyncjob::{Driver, Notifier, WaitCtx, WaitKey};
+#[cfg(unix)]
+use asyncjob::WaitKey;
+use asyncjob::{Driver, Notifier, WaitCtx};
 
 struct Counting;
 
@@ -160,7 +162,10 @@ fn main() {
         "{allocations} heap allocations in {rounds} rounds of {} driver turns",
         s.driver.stats().turns
     );
-    assert_eq!(allocations, 0, "the driver's steady state must not allocate");
+    assert_eq!(
+        allocations, 0,
+        "the driver's steady state must not allocate"
+    );
     drop(s);
     println!("1 passed, 0 failed");
 }

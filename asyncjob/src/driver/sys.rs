@@ -41,6 +41,8 @@ const EPOLL_CTL_DEL: c_int = 2;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
 pub(crate) const EINTR: i32 = 4;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const EEXIST: i32 = 17;
 
 unsafe extern "C" {
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
