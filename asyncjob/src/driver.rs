@@ -75,12 +75,20 @@ impl<R> fmt::Debug for Outcome<R> {
 }
 
 /// A job that ended, as [`Driver::completions`] reports it.
-#[derive(Debug)]
 pub struct Completion<R> {
     /// The job, as [`Driver::spawn`] named it.
     pub token: JobToken,
     /// How it ended.
     pub outcome: Outcome<R>,
+}
+
+impl<R> fmt::Debug for Completion<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("token", &self.token)
+            .field("outcome", &self.outcome)
+            .finish()
+    }
 }
 
 /// Counters of what a [`Driver`] did, since it was made.
@@ -639,7 +647,9 @@ impl<R: 'static> Driver<R> {
     }
 
     /// Turn until every job has ended, each turn waiting at most `timeout_per_turn`; returns how
-    /// many turns it took. The completions stay to be drained.
+    /// many turns it took. The completions stay to be drained (they pile up meanwhile). Jobs queued
+    /// while the pool is full of jobs that are not this driver's are retried on every turn, without
+    /// waiting.
     ///
     /// # Errors
     ///

@@ -59,8 +59,7 @@ struct Setup {
     resumes: Rc<Cell<usize>>,
 }
 
-fn setup() -> Setup {
-    let mut driver = Driver::new().unwrap();
+fn setup(mut driver: Driver<()>) -> Setup {
     let resumes = Rc::new(Cell::new(0));
     #[cfg(unix)]
     let mut writers = Vec::new();
@@ -147,8 +146,8 @@ fn round(s: &mut Setup) {
     assert_eq!(s.driver.completions().count(), 0);
 }
 
-fn main() {
-    let mut s = setup();
+fn steady_state(name: &str, driver: Driver<()>) {
+    let mut s = setup(driver);
     for _ in 0..10 {
         round(&mut s);
     }
@@ -159,13 +158,18 @@ fn main() {
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     println!(
-        "{allocations} heap allocations in {rounds} rounds of {} driver turns",
+        "{name}: {allocations} heap allocations in {rounds} rounds of {} driver turns",
         s.driver.stats().turns
     );
     assert_eq!(
         allocations, 0,
-        "the driver's steady state must not allocate"
+        "{name}: the driver's steady state must not allocate"
     );
-    drop(s);
+}
+
+fn main() {
+    steady_state("Driver::new", Driver::new().unwrap());
+    #[cfg(unix)]
+    steady_state("Driver::with_poll", Driver::with_poll().unwrap());
     println!("1 passed, 0 failed");
 }
