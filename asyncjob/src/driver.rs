@@ -500,7 +500,8 @@ impl<R: 'static> Driver<R> {
         let index = self.alloc_slot();
         self.set_slot_deadline(index, deadline);
         let token = self.token(index);
-        if !self.queue.is_empty() {
+        if self.queued > 0 {
+            // Behind the jobs already queued (the queue may also hold cancelled ones: skipped).
             self.enqueue(index, Box::new(f));
             return Ok(token);
         }

@@ -174,10 +174,14 @@ fn an_fd_number_closed_and_reused_in_one_round_is_waited_on() {
                 ctx.set_wait_fd(WaitKey::from_addr(1), r1, std::ptr::null_mut(), None);
                 asyncjob::pause();
                 assert_eq!(fds::read_all(r1), 1);
-                // One round: clear the fd, close it, open a pipe that gets the same number.
+                // One round: clear the fd, then close it and open another pipe under the same
+                // number (dup2 does both at once, so no other thread can take the number between).
                 assert!(ctx.clear_fd(WaitKey::from_addr(1)));
-                fds::close(r1);
-                let (r2, w2) = fds::pipe();
+                let (fresh, w2) = fds::pipe();
+                // SAFETY: both fds are ours; r1's old file (its only read end) is closed by dup2.
+                assert_eq!(unsafe { libc::dup2(fresh, r1) }, r1);
+                fds::close(fresh);
+                let r2 = r1;
                 np.set((r2, w2));
                 ctx.set_wait_fd(WaitKey::from_addr(1), r2, std::ptr::null_mut(), None);
                 asyncjob::pause();
@@ -187,7 +191,6 @@ fn an_fd_number_closed_and_reused_in_one_round_is_waited_on() {
         fds::write_byte(w1);
         assert_eq!(driver.turn(BOUND).unwrap(), 1);
         let (r2, w2) = new_pipe.get();
-        assert_eq!(r2, r1, "{name}: the test needs the number to come back");
         assert_eq!(
             driver.turn(IDLE).unwrap(),
             0,
@@ -692,4 +695,62 @@ fn turn_and_spawn_inside_a_job_are_refused() {
     };
     assert_eq!(turn, Some(asyncjob::Error::Nested));
     assert_eq!(spawn, Some(asyncjob::Error::Nested));
+}
+
+#[test]
+fn a_cancelled_queued_job_does_not_hold_back_later_spawns() {
+    asyncjob::init_thread(1, 1).unwrap();
+    let mut driver = Driver::<u8>::new().unwrap();
+    let a = driver
+        .spawn(|| {
+            let _ = asyncjob::current_notifier();
+            asyncjob::pause();
+            1
+        })
+        .unwrap();
+    let b = driver.spawn(|| 2).unwrap();
+    assert_eq!(driver.queued(), 1);
+    assert!(driver.cancel(b));
+    assert!(driver.cancel(a));
+    assert_eq!((driver.len(), driver.queued()), (0, 0));
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let c = driver
+        .spawn(move || {
+            r.set(true);
+            3
+        })
+        .unwrap();
+    assert!(ran.get(), "the pool had room: started at once");
+    let done = drain(&mut driver);
+    assert_eq!((done[0].token, finished(&done[0])), (c, Some(3)));
+    asyncjob::cleanup_thread().unwrap();
+}
+
+#[test]
+fn a_panicking_fd_cleanup_reaches_the_caller_of_cancel_with_the_driver_consistent() {
+    let mut driver = Driver::<()>::new().unwrap();
+    let token = driver
+        .spawn(|| {
+            #[cfg(unix)]
+            let fd = -1;
+            #[cfg(windows)]
+            let fd = std::ptr::null_mut();
+            asyncjob::current_wait_ctx().unwrap().set_wait_fd(
+                asyncjob::WaitKey::from_addr(1),
+                fd,
+                std::ptr::null_mut(),
+                Some(Box::new(|_, _, _| panic!("cleanup"))),
+            );
+            let _ = asyncjob::current_notifier();
+            asyncjob::pause();
+        })
+        .unwrap();
+    let other = driver.spawn(asyncjob::pause).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.cancel(token)));
+    let payload = caught.expect_err("the cleanup's panic propagates");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"cleanup"));
+    assert!(!driver.contains(token) && driver.contains(other));
+    assert_eq!(driver.turn(BOUND).unwrap(), 1);
+    assert!(driver.is_empty());
 }
