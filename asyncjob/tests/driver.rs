@@ -754,3 +754,23 @@ fn a_panicking_fd_cleanup_reaches_the_caller_of_cancel_with_the_driver_consisten
     assert_eq!(driver.turn(BOUND).unwrap(), 1);
     assert!(driver.is_empty());
 }
+
+#[cfg(unix)]
+#[test]
+fn an_fd_already_readable_at_the_pause_is_ready() {
+    for (name, mut driver) in backends::<usize>() {
+        let (r, w) = fds::pipe();
+        fds::write_byte(w);
+        driver
+            .spawn(move || {
+                wait_on(1, r);
+                asyncjob::pause();
+                fds::read_all(r)
+            })
+            .unwrap();
+        assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}");
+        assert_eq!(finished(&drain(&mut driver)[0]), Some(1), "{name}");
+        fds::close(r);
+        fds::close(w);
+    }
+}
