@@ -584,31 +584,47 @@ impl<R: 'static> Driver<R> {
                 wait = Some(wait.map_or(left, |w| w.min(left)));
             }
         }
-        self.wait(wait);
+        let wait_until = wait.and_then(|w| Instant::now().checked_add(w));
+        loop {
+            self.wait(wait);
 
-        let mut run_next = std::mem::take(&mut self.run_next);
-        for token in run_next.drain(..) {
-            if let Some(index) = self.live_index(token) {
-                self.mark(index);
+            let mut run_next = std::mem::take(&mut self.run_next);
+            for token in run_next.drain(..) {
+                if let Some(index) = self.live_index(token) {
+                    self.mark(index);
+                }
+            }
+            self.run_next = run_next;
+            #[cfg(unix)]
+            for i in 0..self.ready_fds.len() {
+                let fd = self.ready_fds[i] as usize;
+                let Some(entry) = self.fds.entries.get(fd) else {
+                    continue;
+                };
+                for &watcher in &entry.watchers {
+                    mark(
+                        &mut self.slots,
+                        &mut self.ready,
+                        self.epoch,
+                        watcher as usize,
+                    );
+                }
+            }
+            self.take_woken();
+
+            // A wake-up with nothing to run (the eventfd written by a notification whose job an
+            // earlier turn already took) is not the end of the wait: wait out the rest of it.
+            if !self.ready.is_empty() || wait == Some(Duration::ZERO) || self.deadlines > 0 {
+                break;
+            }
+            if let Some(until) = wait_until {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                wait = Some(left);
             }
         }
-        self.run_next = run_next;
-        #[cfg(unix)]
-        for i in 0..self.ready_fds.len() {
-            let fd = self.ready_fds[i] as usize;
-            let Some(entry) = self.fds.entries.get(fd) else {
-                continue;
-            };
-            for &watcher in &entry.watchers {
-                mark(
-                    &mut self.slots,
-                    &mut self.ready,
-                    self.epoch,
-                    watcher as usize,
-                );
-            }
-        }
-        self.take_woken();
 
         if self.deadlines > 0 {
             let now = Instant::now();
