@@ -3,6 +3,8 @@
 //! notification is harmless. One test in this binary: it counts the process's open fds and the
 //! reactor's epoll registrations, which other tests running in parallel would disturb.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::cell::{Cell, RefCell};
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use asyncjob::{Notifier, WaitKey};
 use asyncjob_tokio::run;
-use common::{local, pipe};
+use common::{local, pipe, until};
 
 /// Open fds of this process.
 fn open_fds() -> usize {
@@ -48,12 +50,6 @@ impl Drop for RecordOnDrop {
     }
 }
 
-async fn until(cond: impl Fn() -> bool) {
-    while !cond() {
-        tokio::task::yield_now().await;
-    }
-}
-
 #[test]
 fn timeout_cancels_the_job_cleanly() {
     local(async {
@@ -82,7 +78,12 @@ fn timeout_cancels_the_job_cleanly() {
                 // SAFETY: the cleanup owns the fd (see `into_raw_fd` above) and closes it once.
                 assert_eq!(unsafe { libc::close(fd) }, 0);
             });
-            ctx.set_wait_fd(WaitKey::from_addr(1), read_fd, std::ptr::null_mut(), Some(cleanup));
+            ctx.set_wait_fd(
+                WaitKey::from_addr(1),
+                read_fd,
+                std::ptr::null_mut(),
+                Some(cleanup),
+            );
             *n.borrow_mut() = Some(asyncjob::current_notifier().unwrap());
             drop(ctx);
             p.set(true);
@@ -92,17 +93,23 @@ fn timeout_cancels_the_job_cleanly() {
         });
 
         let p = paused.clone();
-        let checker =
-            tokio::task::spawn_local(async move {
-                until(|| p.get()).await;
-                (open_fds(), epoll_registrations())
-            });
+        let checker = tokio::task::spawn_local(async move {
+            until(|| p.get()).await;
+            (open_fds(), epoll_registrations())
+        });
         let result: Result<Result<(), _>, _> =
             tokio::time::timeout(Duration::from_millis(50), job).await;
-        assert!(result.is_err(), "the job never finishes; the timeout must fire");
+        assert!(
+            result.is_err(),
+            "the job never finishes; the timeout must fire"
+        );
 
         let (mid_fds, mid_epoll) = checker.await.unwrap();
-        assert_eq!(mid_fds, base_fds + 3, "the pipe's two ends and the reactor's duplicate");
+        assert_eq!(
+            mid_fds,
+            base_fds + 3,
+            "the pipe's two ends and the reactor's duplicate"
+        );
         assert_eq!(mid_epoll, base_epoll + 1, "the duplicate is registered");
 
         assert_eq!(

@@ -1,34 +1,20 @@
-//! `run` and `block_on` on a one-thread runtime: wake-ups by notifier and by fd, readiness that is
-//! cleared without losing data, panics, errors, the pool limit, and nested `block_on`.
+//! `run` and `block_on` on a one-thread runtime: wake-ups by notifier, fd-less pauses, panics,
+//! errors, cancellation inside `block_on`, the pool limit, and nested `block_on`. (Wait fds:
+//! tests/fds.rs; cancellation's fd and reactor bookkeeping: tests/cancel.rs.)
 
 mod common;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
 
-use asyncjob::{WaitCtx, WaitKey};
+use asyncjob::WaitCtx;
 use asyncjob_tokio::{BlockOnError, Error, block_on, run};
-use common::{CountPolls, drain, local, pipe, poke};
-
-/// Let every other ready task of the `LocalSet` run a few times.
-async fn yield_many(n: usize) {
-    for _ in 0..n {
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Yield until `cond` holds (it is set by another task or a job of this thread).
-async fn until(cond: impl Fn() -> bool) {
-    while !cond() {
-        tokio::task::yield_now().await;
-    }
-}
+use common::{CountPolls, local, until, yield_many};
 
 #[test]
 fn a_job_that_never_pauses_finishes_on_the_first_poll() {
@@ -55,7 +41,11 @@ fn a_notification_from_a_thread_after_the_pause_wakes_the_job() {
         until(|| paused.get()).await;
         yield_many(10).await;
         assert_eq!(resumes.get(), 0, "nobody notified yet");
-        assert_eq!(polls.get(), 1, "the paused job is not polled without a wake");
+        assert_eq!(
+            polls.get(),
+            1,
+            "the paused job is not polled without a wake"
+        );
         let notifier = rx.recv().unwrap();
         std::thread::spawn(move || notifier.notify())
             .join()
@@ -90,142 +80,6 @@ fn a_pause_without_fds_or_notifier_resumes_on_the_next_poll() {
     }));
     assert_eq!(local(fut).unwrap(), 7);
     assert_eq!(polls.get(), 4);
-}
-
-#[test]
-fn eagain_resumes_on_the_next_poll_even_with_an_idle_fd() {
-    let (r, _w) = pipe();
-    let fd = r.as_raw_fd();
-    let (fut, polls) = CountPolls::new(run(move || {
-        let ctx = asyncjob::current_wait_ctx().unwrap();
-        ctx.set_wait_fd(WaitKey::from_addr(1), fd, std::ptr::null_mut(), None);
-        ctx.set_status(WaitCtx::STATUS_EAGAIN);
-        asyncjob::pause();
-        drop(r);
-        ctx.clear_fd(WaitKey::from_addr(1))
-    }));
-    assert!(local(fut).unwrap());
-    assert_eq!(polls.get(), 2);
-}
-
-/// A job that waits on a pipe and counts its resumes; the bytes arrive one at a time, long after
-/// the job paused.
-#[test]
-fn an_fd_written_later_wakes_the_job_with_no_spurious_resume() {
-    local(async {
-        let (r, w) = pipe();
-        let resumes = Rc::new(Cell::new(0usize));
-        let pauses = Rc::new(Cell::new(0usize));
-        let (res, pau) = (resumes.clone(), pauses.clone());
-        let (fut, polls) = CountPolls::new(run(move || {
-            let ctx = asyncjob::current_wait_ctx().unwrap();
-            ctx.set_wait_fd(WaitKey::of(&r), r.as_raw_fd(), std::ptr::null_mut(), None);
-            let mut got = 0;
-            while got < 3 {
-                pau.set(pau.get() + 1);
-                asyncjob::pause();
-                res.set(res.get() + 1);
-                got += drain(r.as_raw_fd());
-            }
-            ctx.clear_fd(WaitKey::of(&r));
-            got
-        }));
-        let task = tokio::task::spawn_local(fut);
-        for round in 1..=3 {
-            until(|| pauses.get() >= round).await;
-            // A job whose readiness was never cleared would be resumed here again and again.
-            yield_many(20).await;
-            assert_eq!(resumes.get(), round - 1, "a resume without data");
-            poke(w.as_raw_fd());
-        }
-        assert_eq!(task.await.unwrap().unwrap(), 3);
-        assert_eq!(resumes.get(), 3);
-        assert_eq!(polls.get(), 4, "one poll to start, one per byte");
-    });
-}
-
-/// Readiness is cleared only once the fd is seen empty: a job that consumes less than what arrived
-/// is resumed again without a new event.
-#[test]
-fn data_left_unread_resumes_the_job_again() {
-    local(async {
-        let (r, w) = pipe();
-        let paused = Rc::new(Cell::new(false));
-        let p = paused.clone();
-        let task = tokio::task::spawn_local(run(move || {
-            let ctx = asyncjob::current_wait_ctx().unwrap();
-            ctx.set_wait_fd(WaitKey::of(&r), r.as_raw_fd(), std::ptr::null_mut(), None);
-            let mut bytes = 0;
-            let mut resumes = 0;
-            while bytes < 3 {
-                p.set(true);
-                asyncjob::pause();
-                resumes += 1;
-                let mut one = [0u8; 1];
-                // SAFETY: one byte into a live buffer.
-                let n = unsafe { libc::read(r.as_raw_fd(), one.as_mut_ptr().cast(), 1) };
-                if n == 1 {
-                    bytes += 1;
-                }
-            }
-            ctx.clear_fd(WaitKey::of(&r));
-            resumes
-        }));
-        until(|| paused.get()).await;
-        // Three bytes in one write: a single edge for the reactor.
-        // SAFETY: three bytes from a live buffer.
-        let n = unsafe { libc::write(w.as_raw_fd(), b"abc".as_ptr().cast(), 3) };
-        assert_eq!(n, 3);
-        let resumes = tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .expect("the unread bytes never resumed the job");
-        assert_eq!(resumes.unwrap().unwrap(), 3, "one resume per byte read");
-    });
-}
-
-#[test]
-fn an_fd_readable_at_the_pause_counts_as_ready() {
-    let (r, w) = pipe();
-    poke(w.as_raw_fd());
-    let (fut, polls) = CountPolls::new(run(move || {
-        let ctx = asyncjob::current_wait_ctx().unwrap();
-        ctx.set_wait_fd(WaitKey::of(&r), r.as_raw_fd(), std::ptr::null_mut(), None);
-        asyncjob::pause();
-        ctx.clear_fd(WaitKey::of(&r));
-        drain(r.as_raw_fd())
-    }));
-    assert_eq!(local(fut).unwrap(), 1);
-    assert_eq!(polls.get(), 2);
-}
-
-/// Two jobs wait on the same fd number: each registers it with tokio (as a duplicate), and one
-/// write wakes both.
-#[test]
-fn two_runs_share_one_fd() {
-    local(async {
-        let (r, w) = pipe();
-        let fd = r.as_raw_fd();
-        let paused = Rc::new(Cell::new(0));
-        let job = |paused: Rc<Cell<i32>>| {
-            move || {
-                let ctx = asyncjob::current_wait_ctx().unwrap();
-                ctx.set_wait_fd(WaitKey::from_addr(7), fd, std::ptr::null_mut(), None);
-                paused.set(paused.get() + 1);
-                asyncjob::pause();
-                ctx.clear_fd(WaitKey::from_addr(7));
-                "resumed"
-            }
-        };
-        let a = tokio::task::spawn_local(run(job(paused.clone())));
-        let b = tokio::task::spawn_local(run(job(paused.clone())));
-        until(|| paused.get() == 2).await;
-        yield_many(10).await;
-        assert!(!a.is_finished() && !b.is_finished());
-        poke(w.as_raw_fd());
-        assert_eq!(a.await.unwrap().unwrap(), "resumed");
-        assert_eq!(b.await.unwrap().unwrap(), "resumed");
-        assert_eq!(drain(r.as_raw_fd()), 1);
-    });
 }
 
 #[test]
@@ -374,7 +228,11 @@ fn a_pool_of_one_queues_the_second_run_without_spinning() {
         let (second, polls) = CountPolls::new(run(|| "second"));
         let second = tokio::task::spawn_local(second);
         yield_many(20).await;
-        assert_eq!(polls.get(), 1, "the waiting run is not polled again until a job is free");
+        assert_eq!(
+            polls.get(),
+            1,
+            "the waiting run is not polled again until a job is free"
+        );
         assert!(!second.is_finished());
         tx.send("first").unwrap();
         assert_eq!(first.await.unwrap().unwrap(), "first");
@@ -415,4 +273,63 @@ fn works_on_a_local_runtime() {
         .unwrap()
     });
     assert_eq!(r.unwrap(), "local");
+}
+
+/// Aborting the task drops the `Run` while the job waits in `block_on`: the awaited future and
+/// everything the job owns are dropped.
+#[test]
+fn abort_drops_the_future_awaited_by_block_on() {
+    struct SetOnDrop(Rc<Cell<bool>>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    local(async {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let job_state = Rc::new(Cell::new(false));
+        let future_state = Rc::new(Cell::new(false));
+        let waiting = Rc::new(Cell::new(false));
+        let (js, fs, w) = (job_state.clone(), future_state.clone(), waiting.clone());
+        let task = tokio::task::spawn_local(run(move || {
+            let _owned = SetOnDrop(js);
+            let guard = SetOnDrop(fs);
+            w.set(true);
+            let r = block_on(async move {
+                let _guard = guard;
+                rx.await
+            });
+            unreachable!("the job was cancelled, yet block_on returned {r:?}");
+        }));
+        until(|| waiting.get()).await;
+        assert!(!job_state.get() && !future_state.get());
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(job_state.get(), "the job's own values were dropped");
+        assert!(
+            future_state.get(),
+            "the future block_on awaited was dropped"
+        );
+        assert!(tx.is_closed(), "and with it the receiver");
+    });
+}
+
+/// Off Unix the reactor cannot watch wait fds: a job that registers one is cancelled with an error.
+#[cfg(not(unix))]
+#[test]
+fn a_wait_fd_is_unsupported_off_unix() {
+    let r = local(run(|| {
+        let ctx = asyncjob::current_wait_ctx().unwrap();
+        ctx.set_wait_fd(
+            asyncjob::WaitKey::from_addr(1),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            None,
+        );
+        asyncjob::pause();
+    }));
+    let Err(Error::Io(e)) = r else {
+        panic!("expected an I/O error, got {r:?}")
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
 }

@@ -1,11 +1,25 @@
 //! Helpers shared by the test binaries.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::cell::Cell;
 use std::task::{Context, Poll};
+
+/// Let every other ready task of the `LocalSet` run a few times.
+pub async fn yield_many(n: usize) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Yield until `cond` holds (it is set by another task or a job of this thread).
+pub async fn until(cond: impl Fn() -> bool) {
+    while !cond() {
+        tokio::task::yield_now().await;
+    }
+}
 
 /// A one-thread runtime with IO and timers, and a `LocalSet` to `spawn_local` on.
 pub fn local<F: Future>(f: F) -> F::Output {
