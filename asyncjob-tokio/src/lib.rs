@@ -329,7 +329,12 @@ impl<R: 'static> Run<R> {
     fn cancel(&mut self) {
         self.fds.clear();
         self.ctx.clear_waker();
-        self.state = State::Done;
+        {
+            // While it unwinds the job is still driven by this `Run`: a destructor that calls
+            // `block_on` learns that it cannot pause, not that it is outside a `run`.
+            let _driving = Driving::enter(&self.ctx);
+            self.state = State::Done;
+        }
         self.release_job();
     }
 
@@ -455,10 +460,7 @@ impl<R: 'static> Future for Run<R> {
 impl<R: 'static> Drop for Run<R> {
     fn drop(&mut self) {
         // Out of the reactor before the job's cleanups may close the fds, then the job unwinds.
-        self.fds.clear();
-        self.ctx.clear_waker();
-        self.state = State::Done;
-        self.release_job();
+        self.cancel();
     }
 }
 
@@ -497,6 +499,10 @@ fn driven_ctx() -> Option<WaitCtx> {
 ///
 /// If the job is cancelled while waiting (its [`Run`] is dropped), `fut` is dropped as the job
 /// unwinds.
+///
+/// While `block_on` waits, the job's own wait fds still count: one that is readable resumes the
+/// job, which finds its future still pending and pauses again, on every poll of the task. Code that
+/// calls `block_on` should not leave a readable wait fd registered meanwhile.
 ///
 /// # Errors
 ///

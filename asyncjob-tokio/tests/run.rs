@@ -5,7 +5,7 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -332,4 +332,36 @@ fn a_wait_fd_is_unsupported_off_unix() {
         panic!("expected an I/O error, got {r:?}")
     };
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+}
+
+/// Where the job cannot pause, `block_on` says so instead of spinning: pausing blocked, or the job
+/// unwinding because its `Run` was dropped.
+#[test]
+fn block_on_where_the_job_cannot_pause_is_an_error() {
+    let r = local(run(|| {
+        let _blocked = asyncjob::block_pause();
+        block_on(async { 1 })
+    }));
+    assert_eq!(r.unwrap(), Err(BlockOnError::CannotPause));
+
+    struct BlockOnInDrop(Rc<Cell<Option<Result<i32, BlockOnError>>>>);
+    impl Drop for BlockOnInDrop {
+        fn drop(&mut self) {
+            self.0.set(Some(block_on(async { 2 })));
+        }
+    }
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    local(async move {
+        let mut job = Box::pin(run(move || {
+            let _guard = BlockOnInDrop(s);
+            let _ = asyncjob::current_notifier();
+            asyncjob::pause();
+        }));
+        // One poll starts the job, which then waits for a notification that never comes.
+        let first = std::future::poll_fn(|cx| Poll::Ready(job.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        drop(job);
+    });
+    assert_eq!(seen.get(), Some(Err(BlockOnError::CannotPause)));
 }
