@@ -55,7 +55,9 @@
 //!   [`notify`](asyncjob::Notifier::notify) from any thread, before or after the pause, resumes the
 //!   job on the next poll.
 //! - A pause with no wait fd, when the job did not ask for a notifier in that round, means "go on
-//!   later": the job is resumed on the next poll (the task wakes itself at once).
+//!   later": the job is resumed on the next poll (the task wakes itself at once). Asking marks only
+//!   the current round, so code that pauses again after a resume (a spurious one, or to wait
+//!   longer) asks again ([`asyncjob::current_notifier`]) before each pause.
 //!
 //! A job is resumed at most once per poll; when it is ready again at once, the task wakes itself and
 //! returns `Pending`, so that the runtime's other tasks (and tokio's cooperative budget) get their
@@ -92,7 +94,8 @@
 //! When the thread's job pool is exhausted ([`asyncjob::init_thread`] with a `max_size`, all jobs
 //! paused), the future waits without polling in a loop: it queues its waker on a thread-local list
 //! that is woken each time a job of a [`Run`] on this thread finishes, fails or is dropped, and
-//! then tries again. If no [`Run`] of this thread holds a job (the pool is taken by jobs started by
+//! then tries again. Every waiting `Run` is woken at each such end and all but one queue again, so
+//! `k` waiting runs cost `k` polls per freed job. If no [`Run`] of this thread holds a job (the pool is taken by jobs started by
 //! hand), nothing would ever wake it, and it resolves to [`Error::NoJobs`] instead.
 //!
 //! # `block_on`
