@@ -219,3 +219,44 @@ fn fds_follow_the_rounds() {
         drop((r1, r2));
     });
 }
+
+/// `Runtime::block_on(run(..))` on a multi-threaded runtime: the job runs on the calling thread while
+/// worker threads drive the reactor, so readiness may change while the job runs. Each byte is
+/// written only once the job is about to pause for it: exactly one resume per byte.
+#[test]
+fn a_multi_threaded_runtime_drives_the_reactor_without_spurious_resumes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (r, w) = pipe();
+    let (round_tx, round_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for _ in round_rx {
+            poke(w.as_raw_fd());
+        }
+    });
+    let resumes = rt.block_on(run(move || {
+        let ctx = asyncjob::current_wait_ctx().unwrap();
+        ctx.set_wait_fd(WaitKey::of(&r), r.as_raw_fd(), std::ptr::null_mut(), None);
+        let (mut got, mut resumes) = (0, 0);
+        while got < 200 {
+            round_tx.send(()).unwrap();
+            // The byte may arrive before or after the pause: either way one resume reads it.
+            loop {
+                asyncjob::pause();
+                resumes += 1;
+                let n = drain(r.as_raw_fd());
+                if n > 0 {
+                    got += n;
+                    break;
+                }
+            }
+        }
+        ctx.clear_fd(WaitKey::of(&r));
+        resumes
+    }));
+    writer.join().unwrap();
+    assert_eq!(resumes.unwrap(), 200, "a resume that found nothing to read");
+}
