@@ -60,18 +60,29 @@ impl<F: Future> Future for CountPolls<F> {
 /// A pipe: (read end, write end), both close-on-exec and the read end non-blocking.
 #[cfg(unix)]
 pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: pipe2 just opened both descriptors and nothing else owns them.
-    unsafe {
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe just opened both descriptors and nothing else owns them.
+    let (r, w) = unsafe {
         (
             std::os::fd::OwnedFd::from_raw_fd(fds[0]),
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
         )
+    };
+    for (fd, nonblock) in [(r.as_raw_fd(), true), (w.as_raw_fd(), false)] {
+        // SAFETY: fcntl on descriptors owned above.
+        unsafe {
+            assert_eq!(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+            if nonblock {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+            }
+        }
     }
+    (r, w)
 }
 
 /// Read whatever is in a non-blocking fd; how many bytes.
