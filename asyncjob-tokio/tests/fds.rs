@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use asyncjob::{WaitCtx, WaitKey};
-use asyncjob_tokio::{Error, run};
+use asyncjob_tokio::run;
 use common::{CountPolls, drain, local, pipe, poke, until, yield_many};
 
 #[test]
@@ -176,7 +176,7 @@ fn an_fd_the_reactor_cannot_watch_cancels_the_job() {
         asyncjob::pause();
         unreachable!("resumed on an fd that cannot be watched");
     }));
-    let Err(Error::Io(e)) = r else {
+    let Err(asyncjob_tokio::Error::Io(e)) = r else {
         panic!("expected an I/O error, got {r:?}")
     };
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
