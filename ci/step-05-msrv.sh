@@ -21,6 +21,6 @@ case $have in
   *) echo "toolchain $have does not match rust-version $want" >&2; exit 1 ;;
 esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/msrv
-"$cargo" check --locked --lib -p asyncjob-sys -p asyncjob -p asyncjob-capi
+"$cargo" check --locked --lib -p asyncjob-sys -p asyncjob -p asyncjob-capi -p asyncjob-tokio
 # The portable backend must build at the MSRV too.
 "$cargo" check --locked --lib -p asyncjob-sys --features ucontext

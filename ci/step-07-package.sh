@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The published crates are ready to publish:
-#   1. `cargo package` of asyncjob-sys, asyncjob and asyncjob-capi together: each is built from its
-#      own .crate, outside the workspace. They depend on each other and none is on crates.io yet;
-#      packaging them in one call (cargo >= 1.90) resolves each one's dependency on the others from
-#      a local registry of the freshly packaged .crate files.
+#   1. `cargo package` of asyncjob-sys, asyncjob, asyncjob-capi and asyncjob-tokio together: each
+#      is built from its own .crate, outside the workspace. They depend on each other and none is
+#      on crates.io yet; packaging them in one call (cargo >= 1.90) resolves each one's dependency
+#      on the others from a local registry of the freshly packaged .crate files.
 #   2. Each .crate carries README.md and LICENSE (the real file, not a symlink), and its manifest has
 #      the license, readme, documentation, keywords, categories, rust-version and docs.rs targets.
-#   3. `cargo publish --dry-run` of the three prints no warning besides the dry run's own.
+#   3. `cargo publish --dry-run` of the four prints no warning besides the dry run's own.
 #   4. The packaged asyncjob-sys declares `links = "asyncjob_fiber"`: cargo refuses a program that
 #      depends on two versions of it.
 # --allow-dirty: this checks what would be packaged, whatever git's state (a release starts from a
-# clean tree anyway). Time on the shared 2-core host: 84 s cold (three small builds), 14 s warm.
+# clean tree anyway). Time on the shared 2-core host: 84 s cold (three small builds), 14 s warm;
+# 22 s warm since asyncjob-tokio joined (tokio is built once more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CRATES=(asyncjob-sys asyncjob asyncjob-capi)
+CRATES=(asyncjob-sys asyncjob asyncjob-capi asyncjob-tokio)
 PKG=()
 for c in "${CRATES[@]}"; do PKG+=(-p "$c"); done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/package-check

@@ -23,7 +23,8 @@ trap 'rm -f "$log"' EXIT
 fail=0
 for exe in "${exes[@]}"; do
   name=$(basename "$exe")
-  # Test binaries take libtest's options; the examples (man_page, op_loop) run with their defaults.
+  # Test binaries take libtest's options (harness=false ones ignore them); the examples (man_page,
+  # op_loop, driver) run with their defaults.
   args=(--test-threads=1 -q)
   case $exe in */examples/*) args=() ;; esac
   if RUST_BACKTRACE=0 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \

@@ -57,6 +57,58 @@
 //! ([`WaitCtx::take_notification`]), so a notification that comes before the pause is not lost.
 //! OpenSSL's callback and status ([`WaitCtx::set_callback`], [`WaitCtx::set_status`]) are unchanged.
 //!
+//! # Driving many jobs
+//!
+//! A [`Driver`] owns many jobs of one result type and runs them from one thread, the way nginx or
+//! HAProxy run thousands of paused jobs from one event loop. [`Driver::spawn`] starts a job with a
+//! wait context of its own (a closure the pool cannot take at once, [`Started::NoJobs`], is queued and
+//! started when one of the driver's jobs ends); [`Driver::turn`] waits, at most for its timeout, until
+//! some paused job is ready, resumes exactly the ready jobs, and [`Driver::completions`] reports how
+//! jobs ended: [`Outcome::Finished`] with the value, [`Outcome::Panicked`] with the payload,
+//! [`Outcome::Cancelled`] or [`Outcome::Failed`].
+//!
+//! After every pause the driver reads the job's wait context:
+//! - The fds added and deleted in the round are applied, deletions first, to one epoll set (Linux)
+//!   or `poll(2)` list (other POSIX systems). Fds are counted, so an fd two jobs share is registered
+//!   once and wakes both, and a number closed and reused within a round ends up registered for the
+//!   new file. Readiness is level-triggered: an fd already readable at the pause counts as ready.
+//! - A context that handed out its [`Notifier`] in the round waits for [`Notifier::notify`]; a
+//!   notification that came before the pause resumes the job on the next turn.
+//! - [`WaitCtx::STATUS_EAGAIN`] (which the driver then resets), and a pause with neither fds nor a
+//!   notifier, resume the job on the next turn; [`WaitCtx::STATUS_ERR`] cancels it.
+//!
+//! Cancelling ([`Driver::cancel`], a deadline from [`Driver::spawn_with_deadline`],
+//! `STATUS_ERR`, dropping the driver) deregisters the job's fds first, then drops the job, which
+//! unwinds its stack, then lets go of its context, whose fd cleanups may close the fds. Turns that
+//! resume already-spawned jobs allocate nothing. On POSIX systems the driver is itself an fd
+//! ([`AsRawFd`](std::os::fd::AsRawFd)), readable when a turn has work, so it can sit inside another
+//! event loop. On Windows, where wait "fds" are `HANDLE`s, the driver waits for notifications only
+//! and tries jobs that wait on handles on every turn.
+//!
+//! ```
+//! use std::time::Duration;
+//! use asyncjob::{Driver, Outcome};
+//!
+//! let mut driver = Driver::new().unwrap();
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! driver
+//!     .spawn(move || {
+//!         // An engine would hand the notifier to its own thread and pause until notified.
+//!         let notifier = asyncjob::current_notifier().unwrap();
+//!         tx.send(notifier).unwrap();
+//!         asyncjob::pause();
+//!         "signed"
+//!     })
+//!     .unwrap();
+//! let notifier = rx.recv().unwrap();
+//! std::thread::spawn(move || notifier.notify());
+//! while !driver.is_empty() {
+//!     driver.turn(Some(Duration::from_secs(5))).unwrap();
+//! }
+//! let done: Vec<_> = driver.completions().collect();
+//! assert!(matches!(done[0].outcome, Outcome::Finished("signed")));
+//! ```
+//!
 //! # Threads
 //!
 //! A job belongs to the thread that started it. [`Job`] and [`WaitCtx`] are neither `Send` nor `Sync`,
@@ -118,6 +170,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod driver;
 mod error;
 mod fiber;
 mod hook;
@@ -129,6 +182,7 @@ mod teardown;
 mod thread;
 mod wait_ctx;
 
+pub use driver::{CancelReason, Completion, Driver, DriverStats, JobToken, Outcome};
 pub use error::Error;
 pub use hook::{SwitchHook, set_switch_hook};
 pub use job::{

@@ -126,6 +126,8 @@ struct WaitFd {
     cleanup: Option<FdCleanup>,
     added_this_round: bool,
     deleted: bool,
+    /// Deleted in a round that has ended: being dropped by `start_new_round`.
+    doomed: bool,
 }
 
 struct Shared {
@@ -218,6 +220,7 @@ impl WaitCtx {
             cleanup,
             added_this_round: true,
             deleted: false,
+            doomed: false,
         });
         self.0.num_added.set(self.0.num_added.get() + 1);
     }
@@ -270,19 +273,22 @@ impl WaitCtx {
 
     /// Copy the added and deleted fds of the current round into the given slices as far as they
     /// reach, newest first, and return the change counters like
-    /// [`changed_counts`](Self::changed_counts).
+    /// [`changed_counts`](Self::changed_counts). Allocates nothing.
     pub fn copy_changed_fds(
         &self,
         added: Option<&mut [AsyncFd]>,
         deleted: Option<&mut [AsyncFd]>,
     ) -> (usize, usize) {
+        let fds = self.0.fds.borrow();
         if let Some(out) = added {
-            for (slot, fd) in out.iter_mut().zip(self.added_newest_first()) {
+            let listed = fds.iter().rev().filter(|e| is_added(e)).map(|e| e.fd);
+            for (slot, fd) in out.iter_mut().zip(listed) {
                 *slot = fd;
             }
         }
         if let Some(out) = deleted {
-            for (slot, fd) in out.iter_mut().zip(self.deleted_newest_first()) {
+            let listed = fds.iter().rev().filter(|e| is_deleted(e)).map(|e| e.fd);
+            for (slot, fd) in out.iter_mut().zip(listed) {
                 *slot = fd;
             }
         }
@@ -398,28 +404,35 @@ impl WaitCtx {
     /// End the current round: called when a paused job using this context is resumed.
     pub(crate) fn start_new_round(&self) {
         self.0.awaits_notification.set(false);
-        let dropped: Vec<WaitFd> = {
+        let mut doomed = 0;
+        {
             let mut fds = self.0.fds.borrow_mut();
             self.0.num_added.set(0);
             self.0.num_deleted.set(0);
-            if !fds.iter().any(|e| e.deleted || e.added_this_round) {
-                return;
-            }
-            let mut dropped = Vec::new();
-            let mut i = 0;
-            while i < fds.len() {
-                if fds[i].deleted {
-                    dropped.push(fds.remove(i));
-                } else {
-                    fds[i].added_this_round = false;
-                    i += 1;
+            for e in fds.iter_mut() {
+                e.added_this_round = false;
+                if e.deleted {
+                    e.doomed = true;
+                    doomed += 1;
                 }
             }
-            dropped
-        };
+        }
         // Entries cleared in an earlier round are freed without their cleanup, as in OpenSSL; outside
-        // the borrow, because their destructors are user code.
-        drop_entries(dropped);
+        // the borrow, because their destructors are user code, and one at a time, so that a driver
+        // that resumes jobs allocates nothing here. Every one is dropped even if a destructor
+        // panics; the first panic propagates.
+        let mut first = None;
+        for _ in 0..doomed {
+            let entry = {
+                let mut fds = self.0.fds.borrow_mut();
+                let Some(index) = fds.iter().position(|e| e.doomed) else {
+                    break;
+                };
+                fds.remove(index)
+            };
+            contain(&mut first, move || drop(entry));
+        }
+        rethrow(first);
     }
 
     fn live_newest_first(&self, keep: impl Fn(&WaitFd) -> bool) -> Vec<AsyncFd> {
@@ -439,10 +452,21 @@ impl WaitCtx {
         let fds = self.0.fds.borrow();
         fds.iter()
             .rev()
-            .filter(|e| e.deleted && !e.added_this_round)
+            .filter(|e| is_deleted(e))
             .map(|e| e.fd)
             .collect()
     }
+}
+
+/// An entry the current round added: live and new.
+fn is_added(e: &WaitFd) -> bool {
+    !e.deleted && e.added_this_round
+}
+
+/// An entry the current round deleted (one added and cleared in the round is simply gone, and one
+/// deleted in an ended round is on its way out).
+fn is_deleted(e: &WaitFd) -> bool {
+    e.deleted && !e.added_this_round && !e.doomed
 }
 
 /// Runs user code (a cleanup, or the destructor of a cleanup or callback) so that a panic in it does
@@ -468,15 +492,6 @@ fn rethrow(first: Option<Box<dyn Any + Send>>) {
             panic::resume_unwind(payload);
         }
     }
-}
-
-/// Drops fd entries that will never run their cleanup, every one even if a destructor panics.
-fn drop_entries(entries: Vec<WaitFd>) {
-    let mut first = None;
-    for entry in entries {
-        contain(&mut first, move || drop(entry));
-    }
-    rethrow(first);
 }
 
 impl Drop for Shared {
