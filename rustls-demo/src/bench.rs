@@ -10,6 +10,7 @@ use crate::pki::KeyKind;
 use crate::server::{Handshakes, Server};
 use crate::service::SigningService;
 use crate::signer::{Backend, RemoteKey, Wait};
+use crate::tokio_job::JobTokioServer;
 use crate::tokio_servers::{TokioMode, TokioServer};
 use crate::{client, config, net};
 
@@ -20,6 +21,9 @@ pub enum Variant {
     JobFd,
     /// One thread; handshake in a job; the signer pauses until a client thread notifies.
     JobNotify,
+    /// tokio-rustls on a current-thread runtime, the handshake inside `asyncjob_tokio::run`; the
+    /// signer awaits an async client with `asyncjob_tokio::block_on`.
+    JobBlockOn,
     /// One thread, no jobs; the signer blocks the thread (the "plain" path).
     Blocking,
     /// tokio-rustls on a multi-thread runtime; the signer blocks inside `block_in_place`.
@@ -32,9 +36,10 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::JobFd,
         Variant::JobNotify,
+        Variant::JobBlockOn,
         Variant::Blocking,
         Variant::BlockInPlace,
         Variant::SpawnBlocking,
@@ -46,6 +51,7 @@ impl Variant {
         match self {
             Variant::JobFd => "job+fd",
             Variant::JobNotify => "job+notifier",
+            Variant::JobBlockOn => "job+block_on (tokio-rustls)",
             Variant::Blocking => "blocking (1 thread)",
             Variant::BlockInPlace => "block_in_place (MT)",
             Variant::SpawnBlocking => "spawn_blocking (512)",
@@ -63,13 +69,17 @@ impl Variant {
 
     /// Whether the handshakes run in jobs.
     pub fn job_driven(self) -> bool {
-        matches!(self, Variant::JobFd | Variant::JobNotify)
+        matches!(
+            self,
+            Variant::JobFd | Variant::JobNotify | Variant::JobBlockOn
+        )
     }
 
     fn wait(self) -> Wait {
         match self {
             Variant::JobFd => Wait::JobFd,
             Variant::JobNotify => Wait::JobNotify,
+            Variant::JobBlockOn => Wait::BlockOn,
             Variant::BlockInPlace => Wait::BlockInPlace,
             Variant::Blocking | Variant::SpawnBlocking | Variant::SpawnBlocking16 => Wait::Blocking,
         }
@@ -108,6 +118,7 @@ pub struct Cell {
 enum Running {
     Loop(Server),
     Tokio(TokioServer),
+    JobTokio(JobTokioServer),
 }
 
 /// Measure one cell: `c` clients against `variant` with signing latency `l`, for `duration` after
@@ -127,6 +138,9 @@ pub fn run_cell(
         Variant::JobFd | Variant::JobNotify => {
             Running::Loop(Server::start(server_config, Handshakes::InJob).expect("server"))
         }
+        Variant::JobBlockOn => {
+            Running::JobTokio(JobTokioServer::start(server_config).expect("server"))
+        }
         Variant::Blocking => {
             Running::Loop(Server::start(server_config, Handshakes::Direct).expect("server"))
         }
@@ -143,6 +157,7 @@ pub fn run_cell(
     let addr = match &server {
         Running::Loop(s) => s.addr(),
         Running::Tokio(s) => s.addr(),
+        Running::JobTokio(s) => s.addr(),
     };
     let client_config = config::client(&config::versions(true, false));
 
@@ -169,6 +184,7 @@ pub fn run_cell(
     let served = match &server {
         Running::Loop(s) => s.stats().handshakes.load(Ordering::Relaxed),
         Running::Tokio(s) => s.stats().handshakes.load(Ordering::Relaxed),
+        Running::JobTokio(s) => s.stats().handshakes.load(Ordering::Relaxed),
     };
     drop(service);
     let server_cpu = match server {
@@ -177,6 +193,7 @@ pub fn run_cell(
             drop(s);
             None
         }
+        Running::JobTokio(s) => Some(s.stop()),
     };
     drop(backend);
 
@@ -299,7 +316,7 @@ pub fn targets(cells: &[Cell]) -> (String, bool) {
     let mut s = String::new();
     let mut all = true;
     let _ = writeln!(s, "\nTargets (C = 128, one server thread):");
-    for v in [Variant::JobFd, Variant::JobNotify] {
+    for v in [Variant::JobFd, Variant::JobNotify, Variant::JobBlockOn] {
         if let (Some(slow), Some(fast)) = (find(v, 128, 20), find(v, 128, 0)) {
             let target = (0.5 * 128.0 / 0.020f64).min(0.8 * fast.rate);
             let ok = slow.rate >= target;

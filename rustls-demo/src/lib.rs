@@ -12,4 +12,5 @@ pub mod pki;
 pub mod server;
 pub mod service;
 pub mod signer;
+pub mod tokio_job;
 pub mod tokio_servers;

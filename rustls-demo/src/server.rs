@@ -1,27 +1,29 @@
 //! A one-thread TLS server driven by `poll(2)`, in which each connection's
 //! `ServerConnection::process_new_packets` can run inside an asyncjob job.
 //!
-//! With [`Handshakes::InJob`], a signer that pauses (the job+fd signer) suspends only its own
-//! connection: the loop polls the paused job's wait fds and resumes the job when one is readable,
-//! and meanwhile serves every other connection. With [`Handshakes::Direct`] the same loop calls
-//! `process_new_packets` directly, so a blocking signer blocks the whole server: that is the
+//! With [`Handshakes::InJob`], a signer that pauses (the job+fd or job+notifier signer) suspends
+//! only its own connection: the job runs on an [`asyncjob::Driver`], whose epoll fd sits in the
+//! loop's `poll` set; the driver resumes a job when its wait fd is readable or its notifier fires,
+//! and meanwhile the loop serves every other connection. With [`Handshakes::Direct`] the same loop
+//! calls `process_new_packets` directly, so a blocking signer blocks the whole server: that is the
 //! baseline ("plain") path. Nothing in rustls is changed.
 //!
-//! A connection whose client goes away while its job is paused is dropped at once; dropping the
-//! paused job unwinds it (the signer's guard clears its fd, its service connection is closed).
+//! A connection whose client goes away while its job is paused is dropped at once: the loop
+//! cancels the job on the driver, which unwinds it (the signer's guard clears its fd and closes its
+//! service connection, or forgets its pending request).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use asyncjob::{Job, Resumed, Started, WaitCtx};
+use asyncjob::{Completion, Driver, JobToken, Outcome};
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::net;
@@ -128,11 +130,10 @@ impl Drop for Server {
 type Processed = Result<(), rustls::Error>;
 
 struct Conn {
-    // Dropped first: unwinding a paused job releases its borrow of `tls`.
-    job: Option<Job<Processed>>,
+    /// The job running `process_new_packets` for this connection, while there is one.
+    job: Option<JobToken>,
     tls: Rc<RefCell<ServerConnection>>,
     tcp: TcpStream,
-    ctx: WaitCtx,
     sent_ok: bool,
     failed: bool,
     /// The connection is finished; remove it.
@@ -144,51 +145,19 @@ struct Loop {
     config: Arc<ServerConfig>,
     mode: Handshakes,
     stats: Arc<ServerStats>,
-    conns: Vec<Conn>,
+    /// Connection slots (a freed slot is reused).
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Which connection each running job belongs to.
+    by_job: HashMap<JobToken, usize>,
+    /// Runs the jobs (`InJob` only); `run` drops it before the connections.
+    driver: Option<Driver<Processed>>,
+    /// A job was spawned since the driver last turned.
+    spawned: bool,
     pollfds: Vec<libc::pollfd>,
-    /// For each entry of `pollfds` after the listener: the connection index and whether the entry
-    /// is the TCP socket (false: a wait fd of the connection's paused job).
-    owners: Vec<(usize, bool)>,
-    fds: Vec<RawFd>,
-    /// Woken by `Notifier::notify` from other threads (the waker writes to it).
-    wake: Arc<EventFd>,
-    waker: Waker,
-    /// Paused jobs to resume without waiting for an fd.
-    ready: Vec<usize>,
-}
-
-/// An eventfd behind a `Waker`: waking it makes the loop's `poll` return.
-#[derive(Debug)]
-struct EventFd(OwnedFd);
-
-impl EventFd {
-    fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn drain(&self) {
-        let mut value = 0u64;
-        // SAFETY: reads 8 bytes into `value` from an eventfd this struct owns.
-        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut value).cast(), 8) };
-    }
-}
-
-impl Wake for EventFd {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from `one` to an eventfd this struct owns.
-        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
-    }
+    /// For each entry of `pollfds` after the listener and the driver: its connection.
+    owners: Vec<usize>,
 }
 
 /// A TLS record (type alert, legacy version 3.3, length 2) holding a fatal (2) handshake_failure
@@ -204,20 +173,23 @@ impl Loop {
         mode: Handshakes,
         stats: Arc<ServerStats>,
     ) -> io::Result<Loop> {
-        let wake = Arc::new(EventFd::new()?);
-        let waker = Waker::from(wake.clone());
+        let driver = match mode {
+            Handshakes::InJob => Some(Driver::new()?),
+            Handshakes::Direct => None,
+        };
         Ok(Loop {
-            wake,
-            waker,
-            ready: Vec::new(),
             listener,
             config,
             mode,
             stats,
             conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_job: HashMap::new(),
+            driver,
+            spawned: false,
             pollfds: Vec::new(),
             owners: Vec::new(),
-            fds: Vec::new(),
         })
     }
 
@@ -227,7 +199,11 @@ impl Loop {
             self.turn(20);
             self.publish();
         }
+        // The driver first: cancelling its paused jobs unwinds them while their connections live.
+        self.driver = None;
+        self.by_job.clear();
         self.conns.clear();
+        self.live = 0;
         self.publish();
         ServerReport {
             cpu: net::thread_cpu() - cpu0,
@@ -241,68 +217,46 @@ impl Loop {
             s.pool_created.store(pool.created as u64, Ordering::Relaxed);
             s.pool_idle.store(pool.idle as u64, Ordering::Relaxed);
         }
-        let paused = self.conns.iter().filter(|c| c.job.is_some()).count();
-        s.paused.store(paused as u64, Ordering::Relaxed);
+        s.paused.store(self.by_job.len() as u64, Ordering::Relaxed);
         // Last, with Release: whoever reads `live` with Acquire sees the pool of the same turn.
-        s.live.store(self.conns.len() as u64, Ordering::Release);
+        s.live.store(self.live as u64, Ordering::Release);
     }
 
     fn turn(&mut self, timeout_ms: i32) {
+        if std::mem::take(&mut self.spawned) {
+            self.drive();
+            self.reap();
+        }
         self.pollfds.clear();
         self.owners.clear();
-        self.ready.clear();
         self.pollfds.push(libc::pollfd {
             fd: self.listener.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
+        // The driver's fd is readable when one of its jobs' fds is, or a notifier fired.
         self.pollfds.push(libc::pollfd {
-            fd: self.wake.0.as_raw_fd(),
+            fd: self.driver.as_ref().map_or(-1, |d| d.as_raw_fd()),
             events: libc::POLLIN,
             revents: 0,
         });
         for (i, c) in self.conns.iter().enumerate() {
-            let fd = c.tcp.as_raw_fd();
-            if c.job.is_some() {
-                // Notified (the waker was registered when the connection was made, so a notify
-                // that came before the pause left its mark), or paused without anything to wait
-                // for: resume this turn.
-                if c.ctx.take_notification()
-                    || (c.ctx.fd_count() == 0 && !c.ctx.awaits_notification())
-                {
-                    self.ready.push(i);
-                }
-                // Paused: wait for the job's fds, and notice a client that goes away meanwhile.
-                self.fds.clear();
-                self.fds.resize(c.ctx.fd_count(), -1);
-                c.ctx.copy_all_fds(&mut self.fds);
-                for &wfd in &self.fds {
-                    self.pollfds.push(libc::pollfd {
-                        fd: wfd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                    self.owners.push((i, false));
-                }
-                self.pollfds.push(libc::pollfd {
-                    fd,
-                    events: libc::POLLRDHUP,
-                    revents: 0,
-                });
+            let Some(c) = c else { continue };
+            let events = if c.job.is_some() {
+                // In a job: only notice a client that goes away meanwhile.
+                libc::POLLRDHUP
+            } else if c.tls.borrow().wants_write() {
+                libc::POLLIN | libc::POLLOUT
             } else {
-                let mut events = libc::POLLIN;
-                if c.tls.borrow().wants_write() {
-                    events |= libc::POLLOUT;
-                }
-                self.pollfds.push(libc::pollfd {
-                    fd,
-                    events,
-                    revents: 0,
-                });
-            }
-            self.owners.push((i, true));
+                libc::POLLIN
+            };
+            self.pollfds.push(libc::pollfd {
+                fd: c.tcp.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+            self.owners.push(i);
         }
-        let timeout_ms = if self.ready.is_empty() { timeout_ms } else { 0 };
         // SAFETY: `pollfds` is a valid array of that many entries for the duration of the call.
         let n = unsafe {
             libc::poll(
@@ -311,47 +265,131 @@ impl Loop {
                 timeout_ms,
             )
         };
-        for &i in &self.ready {
-            let conn = &mut self.conns[i];
-            if conn.job.is_some() && !conn.dead {
-                conn.resume(&self.stats);
+        // Resume whatever the driver finds ready (it does not wait: its fd told us, or not).
+        self.drive();
+        if n > 0 {
+            for k in 2..self.pollfds.len() {
+                let revents = self.pollfds[k].revents;
+                if revents == 0 {
+                    continue;
+                }
+                let i = self.owners[k - 2];
+                self.on_socket(i, revents);
+            }
+            if self.pollfds[0].revents != 0 {
+                self.accept();
             }
         }
-        if n <= 0 {
-            self.conns.retain(|c| !c.dead);
+        self.reap();
+    }
+
+    /// One turn of the driver, and what its jobs' ends mean for their connections.
+    fn drive(&mut self) {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        if self.by_job.is_empty() {
             return;
         }
-        if self.pollfds[1].revents != 0 {
-            self.wake.drain();
-        }
-        for k in 2..self.pollfds.len() {
-            let revents = self.pollfds[k].revents;
-            if revents == 0 {
+        let _ = driver.turn(Some(Duration::ZERO));
+        self.completions();
+    }
+
+    fn completions(&mut self) {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        let done: Vec<Completion<Processed>> = driver.completions().collect();
+        for Completion { token, outcome } in done {
+            let Some(i) = self.by_job.remove(&token) else {
                 continue;
-            }
-            let (i, is_tcp) = self.owners[k - 2];
-            let mode = self.mode;
-            let conn = &mut self.conns[i];
-            if conn.dead {
+            };
+            let Some(conn) = self.conns[i].as_mut() else {
                 continue;
-            }
-            if conn.job.is_some() {
-                if is_tcp {
-                    if revents & RDHUP != 0 {
-                        conn.dead = true;
-                        self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            };
+            conn.job = None;
+            match outcome {
+                Outcome::Finished(r) => {
+                    conn.processed(r, &self.stats);
+                    if !conn.dead {
+                        conn.flush(&self.stats);
                     }
-                } else {
-                    conn.resume(&self.stats);
                 }
-            } else if is_tcp {
-                conn.on_socket(revents, mode, &self.stats);
+                Outcome::Panicked(payload) => std::panic::resume_unwind(payload),
+                _ => conn.dead = true,
             }
         }
-        if self.pollfds[0].revents != 0 {
-            self.accept();
+    }
+
+    fn on_socket(&mut self, i: usize, revents: libc::c_short) {
+        let Some(conn) = self.conns[i].as_mut() else {
+            return;
+        };
+        if conn.dead {
+            return;
         }
-        self.conns.retain(|c| !c.dead);
+        if let Some(token) = conn.job {
+            if revents & RDHUP != 0 {
+                // The client went away mid-signature: cancel (unwind) the job at once.
+                conn.dead = true;
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.by_job.remove(&token);
+                conn.job = None;
+                if let Some(driver) = self.driver.as_mut() {
+                    driver.cancel(token);
+                }
+            }
+            return;
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if conn.read() {
+                conn.dead = true;
+                return;
+            }
+            if !conn.sent_ok && !conn.failed {
+                match self.mode {
+                    Handshakes::Direct => {
+                        let r = conn.tls.borrow_mut().process_new_packets().map(|_| ());
+                        conn.processed(r, &self.stats);
+                    }
+                    Handshakes::InJob => {
+                        let tls = conn.tls.clone();
+                        let run = move || tls.borrow_mut().process_new_packets().map(|_| ());
+                        let driver = self.driver.as_mut().expect("InJob has a driver");
+                        match driver.spawn(run) {
+                            Ok(token) => {
+                                self.spawned = true;
+                                conn.job = Some(token);
+                                self.by_job.insert(token, i);
+                                // A job that finished at once is reported already.
+                                self.completions();
+                                return;
+                            }
+                            Err(_) => conn.dead = true,
+                        }
+                    }
+                }
+                if conn.dead {
+                    return;
+                }
+            }
+        }
+        conn.flush(&self.stats);
+    }
+
+    fn reap(&mut self) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(|c| c.dead) {
+                let conn = self.conns[i].take().expect("checked");
+                if let (Some(token), Some(driver)) = (conn.job, self.driver.as_mut()) {
+                    self.by_job.remove(&token);
+                    driver.cancel(token);
+                }
+                drop(conn);
+                self.free.push(i);
+                self.live -= 1;
+            }
+        }
     }
 
     fn accept(&mut self) {
@@ -369,86 +407,37 @@ impl Loop {
             let Ok(tls) = ServerConnection::new(self.config.clone()) else {
                 continue;
             };
-            let ctx = WaitCtx::new();
-            ctx.set_waker(&self.waker);
-            self.conns.push(Conn {
+            let conn = Conn {
                 job: None,
                 tls: Rc::new(RefCell::new(tls)),
                 tcp,
-                ctx,
                 sent_ok: false,
                 failed: false,
                 dead: false,
-            });
+            };
+            match self.free.pop() {
+                Some(i) => self.conns[i] = Some(conn),
+                None => self.conns.push(Some(conn)),
+            }
+            self.live += 1;
         }
     }
 }
 
 impl Conn {
-    fn on_socket(&mut self, revents: libc::c_short, mode: Handshakes, stats: &ServerStats) {
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            let mut eof = false;
-            loop {
-                let r = self.tls.borrow_mut().read_tls(&mut self.tcp);
-                match r {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
-                }
+    /// Read what the socket has into rustls; true at end of stream (or a read error), or when data
+    /// comes after the "ok" (the server only waits for the client to close first, so that
+    /// TIME_WAIT stays on the client side, which closes with linger 0).
+    fn read(&mut self) -> bool {
+        loop {
+            let r = self.tls.borrow_mut().read_tls(&mut self.tcp);
+            match r {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
             }
-            if eof || self.sent_ok || self.failed {
-                // After the "ok" the server only waits for the client to close first (so that
-                // TIME_WAIT stays on the client side, which closes with linger 0).
-                if eof {
-                    self.dead = true;
-                    return;
-                }
-            } else {
-                self.process(mode, stats);
-                if self.job.is_some() || self.dead {
-                    return;
-                }
-            }
-        }
-        self.flush(stats);
-    }
-
-    fn process(&mut self, mode: Handshakes, stats: &ServerStats) {
-        match mode {
-            Handshakes::Direct => {
-                let r = self.tls.borrow_mut().process_new_packets().map(|_| ());
-                self.processed(r, stats);
-            }
-            Handshakes::InJob => {
-                let tls = self.tls.clone();
-                let run = move || tls.borrow_mut().process_new_packets().map(|_| ());
-                match asyncjob::start(Some(&self.ctx), run) {
-                    Ok(Started::Finished(r)) => self.processed(r, stats),
-                    Ok(Started::Paused(job)) => self.job = Some(job),
-                    // The demo's pool has no size limit, so neither happens; drop the connection.
-                    Ok(Started::NoJobs(_)) | Err(_) => self.dead = true,
-                }
-            }
-        }
-    }
-
-    fn resume(&mut self, stats: &ServerStats) {
-        let job = self.job.take().expect("paused");
-        match job.resume() {
-            Ok(Resumed::Finished(r)) => {
-                self.processed(r, stats);
-                self.flush(stats);
-            }
-            Ok(Resumed::Paused(job)) => self.job = Some(job),
-            Err(e) => self.job = Some(e.job),
         }
     }
 

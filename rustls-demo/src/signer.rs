@@ -8,6 +8,9 @@
 //! - [`Wait::JobNotify`]: inside a job, the request goes to a client thread that multiplexes one
 //!   connection to the service; the job hands over its [`asyncjob::Notifier`] and pauses without fds;
 //!   the client thread calls `notify()` when the answer is there. Outside a job: an error.
+//! - [`Wait::BlockOn`]: inside a job driven by `asyncjob_tokio::run`, the signer awaits an async
+//!   client with `asyncjob_tokio::block_on`, which pauses the job until the answer is there.
+//!   Elsewhere: an error.
 //! - [`Wait::Local`]: no service at all; the key signs in place (the baseline).
 
 use std::collections::HashMap;
@@ -35,6 +38,8 @@ pub enum Wait {
     JobFd,
     /// Pause the calling job until a client thread notifies it.
     JobNotify,
+    /// `asyncjob_tokio::block_on(async_client.sign(..))` (inside `asyncjob_tokio::run`).
+    BlockOn,
     /// Sign in place with the local key; the service is not used.
     Local,
 }
@@ -64,6 +69,7 @@ pub struct Backend {
     idle: Mutex<Vec<UnixStream>>,
     next_id: AtomicU64,
     notify: Option<NotifyClient>,
+    async_client: Option<crate::tokio_job::AsyncClient>,
     /// The counters.
     pub stats: SignerStats,
 }
@@ -73,9 +79,12 @@ impl Backend {
     pub fn new(service: &SigningService, wait: Wait) -> Arc<Backend> {
         let notify = (wait == Wait::JobNotify)
             .then(|| NotifyClient::start(service).expect("connect the notifying client"));
+        let async_client = (wait == Wait::BlockOn)
+            .then(|| crate::tokio_job::AsyncClient::new(service.addr().clone()));
         Arc::new(Backend {
             wait,
             notify,
+            async_client,
             addr: service.addr().clone(),
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -116,6 +125,9 @@ impl Backend {
     /// Close the idle connections (they are reopened on demand).
     pub fn close_idle(&self) {
         self.idle.lock().expect("idle pool").clear();
+        if let Some(client) = &self.async_client {
+            client.close_idle();
+        }
     }
 
     fn request(&self, key: u8, scheme: SignatureScheme, message: &[u8]) -> Request {
@@ -275,6 +287,19 @@ impl Signer for RemoteSigner {
                 let req = b.request(self.key_id, self.scheme, message);
                 b.notify.as_ref().expect("started").sign(&req, &b.stats)
             }
+            Wait::BlockOn => {
+                let req = b.request(self.key_id, self.scheme, message);
+                let client = b.async_client.as_ref().expect("made");
+                let fut = CountPending {
+                    fut: std::pin::pin!(client.sign(&req)),
+                    pending: &b.stats.pauses,
+                };
+                match asyncjob_tokio::block_on(fut) {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         let counter = if result.is_ok() {
             &b.stats.signed
@@ -411,5 +436,26 @@ impl Drop for NotifyClient {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Counts the times a future is pending: under `asyncjob_tokio::block_on`, each is a pause of the job.
+struct CountPending<'a, F> {
+    fut: std::pin::Pin<&'a mut F>,
+    pending: &'a AtomicU64,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPending<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let poll = self.fut.as_mut().poll(cx);
+        if poll.is_pending() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        poll
     }
 }

@@ -98,7 +98,7 @@ fn job_signers_outside_a_job_are_an_alert() {
 #[test]
 fn job_signers_return_an_error_outside_a_job() {
     let service = SigningService::start(Duration::from_secs(30)).unwrap();
-    for wait in [Wait::JobFd, Wait::JobNotify] {
+    for wait in [Wait::JobFd, Wait::JobNotify, Wait::BlockOn] {
         let backend = Backend::new(&service, wait);
         let key = RemoteKey::new(KeyKind::EcdsaP256, backend);
         let signer = key
@@ -120,4 +120,36 @@ fn job_signers_return_an_error_outside_a_job() {
     })
     .unwrap();
     assert!(matches!(started, asyncjob::Started::Finished(true)));
+}
+
+/// Under tokio-rustls (job + block_on) a signer error ends the handshake promptly too. The client
+/// sees the connection close rather than an alert: rustls queues no alert for a signer error, and
+/// tokio-rustls flushes the unfinished flight before it returns the error, so the demo cannot
+/// replace that flight with an alert there as its own server does.
+#[test]
+fn service_error_under_tokio_rustls_is_not_a_hang() {
+    let service = SigningService::start(Duration::from_millis(1)).unwrap();
+    let backend = Backend::new(&service, Wait::BlockOn);
+    let key = RemoteKey::broken(KeyKind::EcdsaP256, backend.clone()).certified();
+    let server = rustls_demo::tokio_job::JobTokioServer::start(config::server(
+        key,
+        &config::versions(true, false),
+    ))
+    .unwrap();
+    let client = config::client(&config::versions(true, true));
+    let err = rustls_demo::client::handshake(server.addr(), client, TIMEOUT).unwrap_err();
+    assert!(
+        !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the server hung: {err:?}"
+    );
+    assert_eq!(backend.stats.errors.load(Ordering::Relaxed), 1);
+    // The stream is closed inside tokio-rustls before the server task counts the error.
+    let t0 = Instant::now();
+    while server.stats().tls_errors.load(Ordering::Relaxed) != 1 {
+        assert!(t0.elapsed() < TIMEOUT, "the server did not see the error");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

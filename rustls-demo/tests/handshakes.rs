@@ -10,6 +10,7 @@ use rustls_demo::pki::KeyKind;
 use rustls_demo::server::{Handshakes, Server};
 use rustls_demo::service::SigningService;
 use rustls_demo::signer::{Backend, RemoteKey, Wait};
+use rustls_demo::tokio_job::JobTokioServer;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -143,4 +144,54 @@ fn rsa_2048_tls12_job_notify() {
         Handshakes::InJob,
         5,
     );
+}
+
+fn run_block_on(kind: KeyKind, tls13: bool, n: u64) {
+    let service = SigningService::start(Duration::from_millis(2)).unwrap();
+    let backend = Backend::new(&service, Wait::BlockOn);
+    let key = RemoteKey::new(kind, backend.clone()).certified();
+    let server =
+        JobTokioServer::start(config::server(key, &config::versions(tls13, !tls13))).unwrap();
+    let client = config::client(&config::versions(true, true));
+    for _ in 0..n {
+        let outcome = rustls_demo::client::handshake(server.addr(), client.clone(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{kind:?} tls13={tls13} block_on: {e}"));
+        let want = if tls13 {
+            ProtocolVersion::TLSv1_3
+        } else {
+            ProtocolVersion::TLSv1_2
+        };
+        assert_eq!(outcome.version, Some(want));
+    }
+    let stats = &backend.stats;
+    assert_eq!(stats.signed.load(Ordering::Relaxed), n);
+    assert_eq!(service.stats().signed.load(Ordering::Relaxed), n);
+    let pauses = stats.pauses.load(Ordering::Relaxed);
+    assert!(pauses >= n, "{pauses} pauses for {n} handshakes");
+    assert_eq!(server.stats().handshakes.load(Ordering::Relaxed), n);
+}
+
+#[test]
+fn ecdsa_p256_tls13_block_on() {
+    run_block_on(KeyKind::EcdsaP256, true, 5);
+}
+
+#[test]
+fn ecdsa_p256_tls12_block_on() {
+    run_block_on(KeyKind::EcdsaP256, false, 5);
+}
+
+#[test]
+fn rsa_2048_tls13_block_on() {
+    run_block_on(KeyKind::Rsa2048, true, 5);
+}
+
+#[test]
+fn rsa_2048_tls12_block_on() {
+    run_block_on(KeyKind::Rsa2048, false, 5);
+}
+
+#[test]
+fn rsa_4096_block_on() {
+    run_block_on(KeyKind::Rsa4096, true, 2);
 }
