@@ -49,6 +49,7 @@ fn main() {
             if let Some(s) = seconds {
                 plan.duration = std::time::Duration::from_secs_f64(s);
             }
+            let filtered = !only.is_empty() || !clients.is_empty() || !latency_ms.is_empty();
             if !only.is_empty() {
                 plan.variants
                     .retain(|v| only.iter().any(|o| v.name().starts_with(o.as_str())));
@@ -65,6 +66,9 @@ fn main() {
             let cells = rustls_demo::bench::run(&plan, |line| println!("{line}"));
             let (text, _) = rustls_demo::bench::targets(&cells);
             println!("{text}");
+            if filtered {
+                return;
+            }
             let (c, rounds, warmup, secs): (&[usize], usize, f64, f64) = if quick {
                 (&[16], 1, 0.25, 0.5)
             } else {
