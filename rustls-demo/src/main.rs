@@ -72,7 +72,7 @@ fn main() {
             let (c, rounds, warmup, secs): (&[usize], usize, f64, f64) = if quick {
                 (&[16], 1, 0.25, 0.5)
             } else {
-                (&[1, 16, 128], 3, 0.25, 1.0)
+                (&[1, 16, 128], 5, 0.25, 1.0)
             };
             let (text, _) = rustls_demo::bench::cpu_check(
                 c,
