@@ -295,8 +295,9 @@ pub fn run(plan: &Plan, mut out: impl FnMut(&str)) -> Vec<Cell> {
                     ms(cell.p99),
                     cell.threads,
                     cell.peak_rss_kib as f64 / 1024.0,
-                    us(cell.server_cpu),
-                    us(Some(cell.process_cpu)),
+                    // Nothing served: no per-handshake cost to show.
+                    us(cell.server_cpu.filter(|_| cell.completed > 0)),
+                    us(Some(cell.process_cpu).filter(|_| cell.completed > 0)),
                     cell.failed,
                 ));
                 cells.push(cell);
