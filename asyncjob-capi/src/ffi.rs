@@ -109,9 +109,9 @@ fn crypto() -> &'static Crypto {
                 )),
             }
         };
-        if found.set0_default.is_some() {
+        if let Some(set0) = found.set0_default {
             // Installed before the first job can start (every start goes through here first).
-            asyncjob::set_switch_hook(&LIBCTX_HOOK);
+            asyncjob::set_switch_hook(Box::leak(Box::new(LibCtxHook { set0 })));
         }
         found
     })
@@ -147,27 +147,51 @@ fn raise(reason: c_int, func: &'static std::ffi::CStr, line: u32) {
 
 /// Keeps each job's default `OSSL_LIB_CTX` across its pauses, as OpenSSL's `ASYNC_start_job` does
 /// with `OSSL_LIB_CTX_set0_default` (reference §3). The job word is the job's saved default.
-struct LibCtxHook;
-static LIBCTX_HOOK: LibCtxHook = LibCtxHook;
+///
+/// OpenSSL calls `set0_default(ctx)` on the way in and out of every run, each call a read and a
+/// `pthread_setspecific`. Here each side reads the current default (`set0_default(NULL)` only reads
+/// it) and stores only when the wanted default differs. The thread's default after each side, and
+/// the defaults remembered, are the same as OpenSSL's: storing the value already current changes
+/// nothing (`set0_default` maps the global default to the NULL it keeps for it, and reading never
+/// returns NULL), so only the store that would change it is made.
+struct LibCtxHook {
+    set0: Set0DefaultFn,
+}
+
+impl LibCtxHook {
+    /// The thread's current default `OSSL_LIB_CTX` (never NULL in OpenSSL 3.x).
+    #[inline(always)]
+    fn current(&self) -> usize {
+        // SAFETY: set0_default(NULL) only reads the thread's default.
+        unsafe { (self.set0)(ptr::null_mut()) as usize }
+    }
+
+    /// Make `ctx` the thread's default; it was not current.
+    #[inline(always)]
+    fn install(&self, ctx: usize) {
+        // SAFETY: `ctx` is a library context that set0_default handed out earlier.
+        unsafe { (self.set0)(ctx as *mut c_void) };
+    }
+}
 
 impl SwitchHook for LibCtxHook {
     fn enter(&self, job_word: usize, first_entry: bool) -> usize {
-        let Some(set0) = crypto().set0_default else {
-            return 0;
-        };
-        // A new job runs with the caller's default (set0_default(NULL) only reads it); a resumed one
-        // gets its own back. Either way the caller's current default is the token.
-        let install = if first_entry { 0 } else { job_word };
-        // SAFETY: set0_default takes NULL or a library context it handed out earlier.
-        unsafe { set0(install as *mut c_void) as usize }
+        // A new job runs with the caller's default; a resumed one gets its own back. Either way the
+        // caller's current default is the token.
+        let caller = self.current();
+        if !first_entry && job_word != 0 && job_word != caller {
+            self.install(job_word);
+        }
+        caller
     }
 
     fn leave(&self, caller_token: usize) -> usize {
-        let Some(set0) = crypto().set0_default else {
-            return 0;
-        };
-        // SAFETY: as above; the token is the caller's default returned by `enter`.
-        unsafe { set0(caller_token as *mut c_void) as usize }
+        // The job's default as it left it is its new word; the caller gets its own back.
+        let job = self.current();
+        if job != caller_token {
+            self.install(caller_token);
+        }
+        job
     }
 }
 
