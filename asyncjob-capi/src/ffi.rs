@@ -12,7 +12,7 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use asyncjob::{AsyncFd, StackAllocator, StackMemory, SwitchHook, WaitCallback, WaitCtx, WaitKey};
 
@@ -60,6 +60,8 @@ struct Crypto {
     err_set_debug: Option<ErrSetDebugFn>,
     err_set_error: Option<ErrSetErrorFn>,
     set0_default: Option<Set0DefaultFn>,
+    /// Whether libcrypto will tell us when `OPENSSL_cleanup()` runs (see `crypto_alive`).
+    cleanup_watched: bool,
 }
 
 /// `int OPENSSL_init_crypto(uint64_t opts, const OPENSSL_INIT_SETTINGS *settings)`
@@ -107,7 +109,12 @@ fn crypto() -> &'static Crypto {
                 set0_default: std::mem::transmute::<*mut c_void, Option<Set0DefaultFn>>(lookup(
                     c"OSSL_LIB_CTX_set0_default",
                 )),
+                cleanup_watched: false,
             }
+        };
+        let found = Crypto {
+            cleanup_watched: found.init_crypto.is_some() && watch_cleanup(),
+            ..found
         };
         if let Some(set0) = found.set0_default {
             // Installed before the first job can start (every start goes through here first).
@@ -119,12 +126,102 @@ fn crypto() -> &'static Crypto {
 
 /// `OPENSSL_init_crypto(OPENSSL_INIT_ASYNC, NULL)` where OpenSSL calls it: false after
 /// `OPENSSL_cleanup()`, so that we fail where OpenSSL fails. True without libcrypto.
+///
+/// Once the call has succeeded it answers the same until `OPENSSL_cleanup()` (its only failure after
+/// a success, and one that is permanent), so when we are told of the cleanup (see
+/// [`watch_cleanup`]) the answer is kept and the call skipped: it costs about 50 instructions, a
+/// sixth of a pause→resume round trip. Until then, and ever after the cleanup, the call is made as
+/// OpenSSL makes it (with its error on the queue, if any).
+#[inline]
 fn crypto_alive() -> bool {
-    match crypto().init_crypto {
-        // SAFETY: libcrypto's OPENSSL_init_crypto accepts these options and a NULL settings pointer.
-        Some(init) => unsafe { init(OPENSSL_INIT_ASYNC, ptr::null()) == 1 },
-        None => true,
+    if CRYPTO_STATE.load(Ordering::Relaxed) == CRYPTO_ALIVE {
+        return true;
     }
+    crypto_alive_call()
+}
+
+#[cold]
+fn crypto_alive_call() -> bool {
+    let c = crypto();
+    match c.init_crypto {
+        Some(init) => {
+            // SAFETY: libcrypto's OPENSSL_init_crypto accepts these options and a NULL settings
+            // pointer.
+            let alive = unsafe { init(OPENSSL_INIT_ASYNC, ptr::null()) == 1 };
+            if alive && c.cleanup_watched {
+                // Not over a STOPPED left by a cleanup that ran meanwhile.
+                let _ = CRYPTO_STATE.compare_exchange(
+                    CRYPTO_UNKNOWN,
+                    CRYPTO_ALIVE,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            alive
+        }
+        None => {
+            // No libcrypto: nothing can stop. (One found later is never used: `crypto` looks once.)
+            CRYPTO_STATE.store(CRYPTO_ALIVE, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+const CRYPTO_UNKNOWN: u8 = 0;
+const CRYPTO_ALIVE: u8 = 1;
+const CRYPTO_STOPPED: u8 = 2;
+/// Whether `OPENSSL_init_crypto(OPENSSL_INIT_ASYNC)` is known to succeed.
+static CRYPTO_STATE: AtomicU8 = AtomicU8::new(CRYPTO_UNKNOWN);
+
+/// Run by libcrypto inside `OPENSSL_cleanup()` (after it has marked itself stopped): from now on
+/// `crypto_alive` asks libcrypto again, and gets false.
+extern "C" fn on_openssl_cleanup() {
+    CRYPTO_STATE.store(CRYPTO_STOPPED, Ordering::Relaxed);
+}
+
+/// `int OPENSSL_atexit(void (*handler)(void))`
+type AtExitFn = unsafe extern "C" fn(extern "C" fn()) -> c_int;
+
+/// Asks libcrypto to tell us when `OPENSSL_cleanup()` runs; true when it will.
+///
+/// libcrypto keeps the handler's address until the process ends, so the code holding it must never
+/// be unmapped. It is kept mapped here by `dlopen(RTLD_NOLOAD | RTLD_NODELETE)` of the object that
+/// holds this function: a no-op for libasyncjob.so, which is linked `-z nodelete` (see build.rs), and
+/// what keeps a plugin that links libasyncjob.a from leaving a dangling handler behind. Where the
+/// object cannot be found (this code in the main program, say) nothing is registered and the call
+/// is simply made every time.
+#[cfg(target_os = "linux")]
+fn watch_cleanup() -> bool {
+    let at_exit = lookup(c"OPENSSL_atexit");
+    if at_exit.is_null() {
+        return false;
+    }
+    let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loaded objects' tables and fills `info`.
+    let found = unsafe { libc::dladdr(on_openssl_cleanup as *const c_void, info.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled by dladdr when it succeeds.
+    let info = unsafe { info.assume_init() };
+    if found == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: the object's path from dladdr, NUL-terminated; RTLD_NOLOAD never loads anything.
+    let pinned = unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
+    if pinned.is_null() {
+        return false;
+    }
+    // SAFETY: libcrypto's public OPENSSL_atexit (<openssl/crypto.h>) of exactly this signature; the
+    // handler stays mapped (above) and only stores to an atomic.
+    unsafe { std::mem::transmute::<*mut c_void, AtExitFn>(at_exit)(on_openssl_cleanup) == 1 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_cleanup() -> bool {
+    false
 }
 
 /// `ERR_raise(ERR_LIB_ASYNC, reason)` when libcrypto is present.
