@@ -168,7 +168,12 @@ where
     let Some(fiber) = t.take_job()? else {
         return Ok(Started::NoJobs(f));
     };
-    *fiber.data.wait_ctx.borrow_mut() = wait_ctx.cloned();
+    // A job from the pool holds no wait context (`release_finished` took it): only a context given
+    // is stored.
+    debug_assert!(fiber.data.wait_ctx.borrow().is_none());
+    if let Some(ctx) = wait_ctx {
+        *fiber.data.wait_ctx.borrow_mut() = Some(ctx.clone());
+    }
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, 0, true));
     // SAFETY: `from` is the thread's own context, running now (`resumer` refuses inside a job), and
