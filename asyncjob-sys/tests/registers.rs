@@ -261,6 +261,52 @@ fn mxcsr_and_x87_control_word_are_per_fiber() {
     );
 }
 
+/// MXCSR precision flag (a sticky status bit: any inexact result sets it).
+const MXCSR_PE: u32 = 0x20;
+
+unsafe extern "C" fn flag_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's Shared, alive until the fiber is done, only used through `&`.
+    let s: &Shared = unsafe { arg_ref(arg) };
+    // The thread's flags are seen here: it raised PE before switching in.
+    s.failures.set(usize::from(mxcsr() & MXCSR_PE == 0));
+    set_mxcsr(mxcsr() & !0x3f);
+    switch(s.me.get(), s.thread, 1);
+    unreachable!("finished fiber resumed");
+}
+
+/// The MXCSR status flags (bits 0-5) are the thread's, not a context's, like the x87 status word:
+/// the switch loads only the control bits, and only when they change (loading an MXCSR that differs
+/// only in its flags is slow on some cores). A flag raised on one side is seen on the other, and a
+/// flag cleared on one side stays cleared.
+#[test]
+fn mxcsr_status_flags_are_the_threads() {
+    let orig = mxcsr();
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let s = Shared::new();
+    set_mxcsr(orig & !0x3f);
+    let fiber = Fiber::new(&stack, flag_entry, s.arg());
+    s.me.set(fiber.raw);
+    set_mxcsr((orig & !0x3f) | MXCSR_PE);
+    assert_eq!(switch(s.thread, fiber.raw, 0), 1);
+    let after = mxcsr();
+    set_mxcsr(orig);
+    assert_eq!(
+        s.failures.get(),
+        0,
+        "the fiber did not see the thread's flag"
+    );
+    assert_eq!(
+        after & 0x3f,
+        0,
+        "the fiber's cleared flags did not stay cleared"
+    );
+    assert_eq!(
+        after & MXCSR_CONTROL,
+        orig & MXCSR_CONTROL,
+        "control bits changed"
+    );
+}
+
 #[repr(C)]
 struct AlignShared {
     rsp_at_entry: Cell<u64>,
