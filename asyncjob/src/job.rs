@@ -410,11 +410,7 @@ pub fn pause() {
         let wake = unsafe { fiber.suspend() }?;
         if wake == Wake::Resume {
             if let Some(ctx) = fiber.data.wait_ctx.borrow().as_ref() {
-                // A round without changes has nothing to reset: the counters count exactly the
-                // entries added this round and the entries marked deleted.
-                if ctx.changed_counts() != (0, 0) {
-                    ctx.start_new_round();
-                }
+                ctx.start_new_round();
             }
         }
         Some(wake)
