@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Windows, x86_64-pc-windows-gnu, run under Wine on the Linux CI host:
 #   1. C-level tests of csrc/fiber_windows.c (ci/xplat/windows_fiber_test.c), built with mingw-w64;
-#   2. `cargo test` of the crates below, with Debian's newest rustc-web and std built from source
+#   2. `cargo test` of the crates below (the fiber shim, the Rust API with its driver, asyncjob-tokio), with Debian's newest rustc-web and std built from source
 #      (-Zbuild-std: Debian ships no prebuilt Windows std, and rustup targets cannot be downloaded;
 #      with ASYNCJOB_XPLAT_RUSTUP=1, rustup's toolchain and target instead).
 # Installs what it needs (mingw-w64, Wine, the private toolchain under ~/.cache/asyncjob-xplat).
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . ci/xplat/lib.sh
 # Crates tested (override with ASYNCJOB_XPLAT_PACKAGES).
 # shellcheck disable=SC2206 # word splitting of the override is intended
-PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys -p asyncjob})
+PACKAGES=(${ASYNCJOB_XPLAT_PACKAGES:--p asyncjob-sys -p asyncjob -p asyncjob-tokio})
 # Wine only: a stack overflow on a fiber stack never reaches Rust's overflow handler under Wine 8;
 # the child process hangs instead of aborting. Real Windows runs this test (GitHub Actions job
 # windows-msvc / windows-gnu), so only the emulated run leaves it out.

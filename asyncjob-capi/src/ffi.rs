@@ -12,7 +12,7 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use asyncjob::{AsyncFd, StackAllocator, StackMemory, SwitchHook, WaitCallback, WaitCtx, WaitKey};
 
@@ -60,6 +60,8 @@ struct Crypto {
     err_set_debug: Option<ErrSetDebugFn>,
     err_set_error: Option<ErrSetErrorFn>,
     set0_default: Option<Set0DefaultFn>,
+    /// Whether libcrypto will tell us when `OPENSSL_cleanup()` runs (see `crypto_alive`).
+    cleanup_watched: bool,
 }
 
 /// `int OPENSSL_init_crypto(uint64_t opts, const OPENSSL_INIT_SETTINGS *settings)`
@@ -107,11 +109,16 @@ fn crypto() -> &'static Crypto {
                 set0_default: std::mem::transmute::<*mut c_void, Option<Set0DefaultFn>>(lookup(
                     c"OSSL_LIB_CTX_set0_default",
                 )),
+                cleanup_watched: false,
             }
         };
-        if found.set0_default.is_some() {
+        let found = Crypto {
+            cleanup_watched: found.init_crypto.is_some() && watch_cleanup(),
+            ..found
+        };
+        if let Some(set0) = found.set0_default {
             // Installed before the first job can start (every start goes through here first).
-            asyncjob::set_switch_hook(&LIBCTX_HOOK);
+            asyncjob::set_switch_hook(Box::leak(Box::new(LibCtxHook { set0 })));
         }
         found
     })
@@ -119,12 +126,102 @@ fn crypto() -> &'static Crypto {
 
 /// `OPENSSL_init_crypto(OPENSSL_INIT_ASYNC, NULL)` where OpenSSL calls it: false after
 /// `OPENSSL_cleanup()`, so that we fail where OpenSSL fails. True without libcrypto.
+///
+/// Once the call has succeeded it answers the same until `OPENSSL_cleanup()` (its only failure after
+/// a success, and one that is permanent), so when we are told of the cleanup (see
+/// [`watch_cleanup`]) the answer is kept and the call skipped: it costs about 50 instructions, a
+/// sixth of a pause→resume round trip. Until then, and ever after the cleanup, the call is made as
+/// OpenSSL makes it (with its error on the queue, if any).
+#[inline]
 fn crypto_alive() -> bool {
-    match crypto().init_crypto {
-        // SAFETY: libcrypto's OPENSSL_init_crypto accepts these options and a NULL settings pointer.
-        Some(init) => unsafe { init(OPENSSL_INIT_ASYNC, ptr::null()) == 1 },
-        None => true,
+    if CRYPTO_STATE.load(Ordering::Relaxed) == CRYPTO_ALIVE {
+        return true;
     }
+    crypto_alive_call()
+}
+
+#[cold]
+fn crypto_alive_call() -> bool {
+    let c = crypto();
+    match c.init_crypto {
+        Some(init) => {
+            // SAFETY: libcrypto's OPENSSL_init_crypto accepts these options and a NULL settings
+            // pointer.
+            let alive = unsafe { init(OPENSSL_INIT_ASYNC, ptr::null()) == 1 };
+            if alive && c.cleanup_watched {
+                // Not over a STOPPED left by a cleanup that ran meanwhile.
+                let _ = CRYPTO_STATE.compare_exchange(
+                    CRYPTO_UNKNOWN,
+                    CRYPTO_ALIVE,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            alive
+        }
+        None => {
+            // No libcrypto: nothing can stop. (One found later is never used: `crypto` looks once.)
+            CRYPTO_STATE.store(CRYPTO_ALIVE, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+const CRYPTO_UNKNOWN: u8 = 0;
+const CRYPTO_ALIVE: u8 = 1;
+const CRYPTO_STOPPED: u8 = 2;
+/// Whether `OPENSSL_init_crypto(OPENSSL_INIT_ASYNC)` is known to succeed.
+static CRYPTO_STATE: AtomicU8 = AtomicU8::new(CRYPTO_UNKNOWN);
+
+/// Run by libcrypto inside `OPENSSL_cleanup()` (after it has marked itself stopped): from now on
+/// `crypto_alive` asks libcrypto again, and gets false.
+extern "C" fn on_openssl_cleanup() {
+    CRYPTO_STATE.store(CRYPTO_STOPPED, Ordering::Relaxed);
+}
+
+/// `int OPENSSL_atexit(void (*handler)(void))`
+type AtExitFn = unsafe extern "C" fn(extern "C" fn()) -> c_int;
+
+/// Asks libcrypto to tell us when `OPENSSL_cleanup()` runs; true when it will.
+///
+/// libcrypto keeps the handler's address until the process ends, so the code holding it must never
+/// be unmapped. It is kept mapped here by `dlopen(RTLD_NOLOAD | RTLD_NODELETE)` of the object that
+/// holds this function: a no-op for libasyncjob.so, which is linked `-z nodelete` (see build.rs), and
+/// what keeps a plugin that links libasyncjob.a from leaving a dangling handler behind. Where the
+/// object cannot be found (this code in the main program, say) nothing is registered and the call
+/// is simply made every time.
+#[cfg(target_os = "linux")]
+fn watch_cleanup() -> bool {
+    let at_exit = lookup(c"OPENSSL_atexit");
+    if at_exit.is_null() {
+        return false;
+    }
+    let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loaded objects' tables and fills `info`.
+    let found = unsafe { libc::dladdr(on_openssl_cleanup as *const c_void, info.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled by dladdr when it succeeds.
+    let info = unsafe { info.assume_init() };
+    if found == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: the object's path from dladdr, NUL-terminated; RTLD_NOLOAD never loads anything.
+    let pinned = unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
+    if pinned.is_null() {
+        return false;
+    }
+    // SAFETY: libcrypto's public OPENSSL_atexit (<openssl/crypto.h>) of exactly this signature; the
+    // handler stays mapped (above) and only stores to an atomic.
+    unsafe { std::mem::transmute::<*mut c_void, AtExitFn>(at_exit)(on_openssl_cleanup) == 1 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_cleanup() -> bool {
+    false
 }
 
 /// `ERR_raise(ERR_LIB_ASYNC, reason)` when libcrypto is present.
@@ -147,27 +244,51 @@ fn raise(reason: c_int, func: &'static std::ffi::CStr, line: u32) {
 
 /// Keeps each job's default `OSSL_LIB_CTX` across its pauses, as OpenSSL's `ASYNC_start_job` does
 /// with `OSSL_LIB_CTX_set0_default` (reference §3). The job word is the job's saved default.
-struct LibCtxHook;
-static LIBCTX_HOOK: LibCtxHook = LibCtxHook;
+///
+/// OpenSSL calls `set0_default(ctx)` on the way in and out of every run, each call a read and a
+/// `pthread_setspecific`. Here each side reads the current default (`set0_default(NULL)` only reads
+/// it) and stores only when the wanted default differs. The thread's default after each side, and
+/// the defaults remembered, are the same as OpenSSL's: storing the value already current changes
+/// nothing (`set0_default` maps the global default to the NULL it keeps for it, and reading never
+/// returns NULL), so only the store that would change it is made.
+struct LibCtxHook {
+    set0: Set0DefaultFn,
+}
+
+impl LibCtxHook {
+    /// The thread's current default `OSSL_LIB_CTX` (never NULL in OpenSSL 3.x).
+    #[inline(always)]
+    fn current(&self) -> usize {
+        // SAFETY: set0_default(NULL) only reads the thread's default.
+        unsafe { (self.set0)(ptr::null_mut()) as usize }
+    }
+
+    /// Make `ctx` the thread's default; it was not current.
+    #[inline(always)]
+    fn install(&self, ctx: usize) {
+        // SAFETY: `ctx` is a library context that set0_default handed out earlier.
+        unsafe { (self.set0)(ctx as *mut c_void) };
+    }
+}
 
 impl SwitchHook for LibCtxHook {
     fn enter(&self, job_word: usize, first_entry: bool) -> usize {
-        let Some(set0) = crypto().set0_default else {
-            return 0;
-        };
-        // A new job runs with the caller's default (set0_default(NULL) only reads it); a resumed one
-        // gets its own back. Either way the caller's current default is the token.
-        let install = if first_entry { 0 } else { job_word };
-        // SAFETY: set0_default takes NULL or a library context it handed out earlier.
-        unsafe { set0(install as *mut c_void) as usize }
+        // A new job runs with the caller's default; a resumed one gets its own back. Either way the
+        // caller's current default is the token.
+        let caller = self.current();
+        if !first_entry && job_word != 0 && job_word != caller {
+            self.install(job_word);
+        }
+        caller
     }
 
     fn leave(&self, caller_token: usize) -> usize {
-        let Some(set0) = crypto().set0_default else {
-            return 0;
-        };
-        // SAFETY: as above; the token is the caller's default returned by `enter`.
-        unsafe { set0(caller_token as *mut c_void) as usize }
+        // The job's default as it left it is its new word; the caller gets its own back.
+        let job = self.current();
+        if job != caller_token {
+            self.install(caller_token);
+        }
+        job
     }
 }
 

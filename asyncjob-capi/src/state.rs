@@ -7,8 +7,8 @@
 //! where OpenSSL crashes or corrupts its pool.
 //!
 //! Nothing here allocates in steady state: the most recently paused job sits in a one-entry slot
-//! (a single job that pauses and resumes never touches the map), and the map keeps its capacity once
-//! it has grown.
+//! of plain cells (a single job that pauses and resumes never touches the map or its `RefCell`), and
+//! the map keeps its capacity once it has grown.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -87,79 +87,95 @@ impl Hasher for AddrHasher {
 pub(crate) type JobResult = Option<c_int>;
 
 struct Entry {
-    id: usize,
     job: Job<JobResult>,
     /// The `ASYNC_WAIT_CTX *` the job was started with (0 for none), for `ASYNC_get_wait_ctx`.
     ctx: usize,
 }
 
-struct Table {
-    recent: Option<Entry>,
-    rest: HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>,
+struct ThreadState {
+    /// The wait ctx pointer of the job running on this thread (0 outside a job or without a ctx).
+    running_ctx: Cell<usize>,
+    /// The job paused last: its id (0 while the slot is empty), its wait ctx pointer and its handle,
+    /// kept out of the map and its `RefCell`, so that a job that pauses and is resumed over and over
+    /// never touches them. `recent_id != 0` exactly when `recent_job` holds a job.
+    recent_id: Cell<usize>,
+    recent_ctx: Cell<usize>,
+    recent_job: Cell<Option<Job<JobResult>>>,
+    /// Every other paused job, by id.
+    paused: RefCell<HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>>,
 }
 
-impl Table {
-    const fn new() -> Self {
-        Table {
-            recent: None,
-            rest: HashMap::with_hasher(BuildHasherDefault::new()),
+impl ThreadState {
+    /// Keep a paused job; the one in the slot before it moves to the map.
+    #[inline]
+    fn park(&self, id: usize, job: Job<JobResult>, ctx: usize) {
+        let older_id = self.recent_id.replace(id);
+        let older_ctx = self.recent_ctx.replace(ctx);
+        if let Some(older) = self.recent_job.replace(Some(job)) {
+            let entry = Entry {
+                job: older,
+                ctx: older_ctx,
+            };
+            self.paused.borrow_mut().insert(older_id, entry);
         }
     }
 
+    /// Take out the job paused under `id`, with its wait ctx pointer.
     #[inline]
-    fn insert(&mut self, entry: Entry) {
-        if let Some(older) = self.recent.replace(entry) {
-            self.rest.insert(older.id, older);
+    fn unpark(&self, id: usize) -> Option<(Job<JobResult>, usize)> {
+        if id != 0 && self.recent_id.get() == id {
+            self.recent_id.set(0);
+            return self
+                .recent_job
+                .take()
+                .map(|job| (job, self.recent_ctx.get()));
         }
-    }
-
-    #[inline]
-    fn take(&mut self, id: usize) -> Option<Entry> {
-        if self.recent.as_ref().is_some_and(|e| e.id == id) {
-            return self.recent.take();
-        }
-        self.rest.remove(&id)
+        self.paused
+            .borrow_mut()
+            .remove(&id)
+            .map(|entry| (entry.job, entry.ctx))
     }
 
     fn ctx_of(&self, id: usize) -> Option<usize> {
-        match &self.recent {
-            Some(e) if e.id == id => Some(e.ctx),
-            _ => self.rest.get(&id).map(|e| e.ctx),
+        if id != 0 && self.recent_id.get() == id {
+            return Some(self.recent_ctx.get());
         }
+        self.paused
+            .try_borrow()
+            .ok()
+            .and_then(|map| map.get(&id).map(|e| e.ctx))
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        usize::from(self.recent.is_some()) + self.rest.len()
+        usize::from(self.recent_id.get() != 0) + self.paused.try_borrow().map_or(0, |m| m.len())
     }
 }
 
-impl Drop for Table {
+impl Drop for ThreadState {
     /// At thread exit, the jobs still paused are leaked, as OpenSSL leaks them: nothing runs on their
     /// stacks (C frames built without unwind tables would abort an unwind), and the stacks are never
     /// freed or reused, because the C code may have published the address of a local (a wait node in
     /// a global list, say) that must stay valid. Counted by `asyncjob::leaked_jobs()`.
     fn drop(&mut self) {
-        let recent = self.recent.take();
-        for entry in recent.into_iter().chain(self.rest.drain().map(|(_, e)| e)) {
-            entry.job.leak();
+        let recent = self.recent_job.take();
+        let rest = self.paused.get_mut().drain().map(|(_, e)| e.job);
+        for job in recent.into_iter().chain(rest) {
+            job.leak();
         }
     }
 }
 
-struct ThreadState {
-    /// The wait ctx pointer of the job running on this thread (0 outside a job or without a ctx).
-    running_ctx: Cell<usize>,
-    paused: RefCell<Table>,
-}
-
 thread_local! {
     // Dropped at thread exit: the jobs still paused are leaked with it, as in OpenSSL (see
-    // `Table`'s `Drop`).
+    // `ThreadState`'s `Drop`).
     static STATE: ThreadState = const {
         ThreadState {
             running_ctx: Cell::new(0),
-            paused: RefCell::new(Table::new()),
+            recent_id: Cell::new(0),
+            recent_ctx: Cell::new(0),
+            recent_job: Cell::new(None),
+            paused: RefCell::new(HashMap::with_hasher(BuildHasherDefault::new())),
         }
     };
 }
@@ -183,7 +199,7 @@ where
                 Ok(Started::Finished(v)) => finished(v),
                 Ok(Started::Paused(job)) => {
                     let id = job.id().addr();
-                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    st.park(id, job, ctx);
                     Outcome::Paused(id)
                 }
                 Ok(Started::NoJobs(_)) => Outcome::NoJobs,
@@ -198,9 +214,7 @@ where
 pub(crate) fn resume(id: usize) -> Outcome {
     STATE
         .try_with(|st| {
-            // The borrow ends before the job runs: code inside the job looks at the table too.
-            let taken = st.paused.borrow_mut().take(id);
-            let Some(Entry { job, ctx, .. }) = taken else {
+            let Some((job, ctx)) = st.unpark(id) else {
                 return Outcome::Unknown;
             };
             let outer = st.running_ctx.replace(ctx);
@@ -209,11 +223,11 @@ pub(crate) fn resume(id: usize) -> Outcome {
             match resumed {
                 Ok(Resumed::Finished(v)) => finished(v),
                 Ok(Resumed::Paused(job)) => {
-                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    st.park(id, job, ctx);
                     Outcome::Paused(id)
                 }
                 Err(ResumeError { job, error }) => {
-                    st.paused.borrow_mut().insert(Entry { id, job, ctx });
+                    st.park(id, job, ctx);
                     Outcome::Failed(ErrorKind::from(&error))
                 }
             }
@@ -227,23 +241,13 @@ pub(crate) fn wait_ctx_of(id: usize) -> usize {
     if asyncjob::current_job().is_some_and(|j| j.addr() == id) {
         return STATE.try_with(|st| st.running_ctx.get()).unwrap_or(0);
     }
-    STATE
-        .try_with(|st| {
-            st.paused
-                .try_borrow()
-                .ok()
-                .and_then(|t| t.ctx_of(id))
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
+    STATE.try_with(|st| st.ctx_of(id).unwrap_or(0)).unwrap_or(0)
 }
 
 /// How many jobs are paused on this thread.
 #[cfg(test)]
 pub(crate) fn paused_count() -> usize {
-    STATE
-        .try_with(|st| st.paused.try_borrow().map(|t| t.len()).unwrap_or(0))
-        .unwrap_or(0)
+    STATE.try_with(ThreadState::len).unwrap_or(0)
 }
 
 #[cfg(test)]

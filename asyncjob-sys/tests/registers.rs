@@ -261,6 +261,70 @@ fn mxcsr_and_x87_control_word_are_per_fiber() {
     );
 }
 
+/// MXCSR precision flag (a sticky status bit: any inexact result sets it).
+#[cfg(not(feature = "ucontext"))]
+const MXCSR_PE: u32 = 0x20;
+#[cfg(not(feature = "ucontext"))]
+const MXCSR_FLAGS: u32 = 0x3f;
+
+#[cfg(not(feature = "ucontext"))]
+struct FlagShared {
+    base: Shared,
+    /// The MXCSR flags the fiber read on entry.
+    seen: Cell<u32>,
+}
+
+#[cfg(not(feature = "ucontext"))]
+unsafe extern "C" fn flag_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's FlagShared, alive until the fiber is done, only used through `&`.
+    let s: &FlagShared = unsafe { arg_ref(arg) };
+    s.seen.set(mxcsr() & MXCSR_FLAGS);
+    set_mxcsr(mxcsr() & !MXCSR_FLAGS);
+    switch(s.base.me.get(), s.base.thread, 1);
+    unreachable!("finished fiber resumed");
+}
+
+/// The MXCSR status flags (bits 0-5) are the thread's, not a context's, like the x87 status word:
+/// the switch loads only the control bits, and only when they change (loading an MXCSR that differs
+/// only in its flags is slow on some cores). The fiber reads the flags the thread had when it
+/// switched in, and the thread reads the flags the fiber left. (Compared with what the thread itself
+/// reads back, because Valgrind does not keep the flags at all. The portable ucontext backend keeps
+/// them per context: its first entry and, with CET, every switch go through the C library's context
+/// functions, which load the whole floating-point environment.)
+#[cfg(not(feature = "ucontext"))]
+#[test]
+fn mxcsr_status_flags_are_the_threads() {
+    let orig = mxcsr();
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let s = FlagShared {
+        base: Shared::new(),
+        seen: Cell::new(u32::MAX),
+    };
+    set_mxcsr(orig & !MXCSR_FLAGS);
+    let fiber = Fiber::new(&stack, flag_entry, (&raw const s).cast_mut().cast());
+    s.base.me.set(fiber.raw);
+    set_mxcsr((orig & !MXCSR_FLAGS) | MXCSR_PE);
+    let thread_flags = mxcsr() & MXCSR_FLAGS;
+    assert_eq!(switch(s.base.thread, fiber.raw, 0), 1);
+    let after = mxcsr();
+    set_mxcsr(orig);
+    assert_eq!(
+        s.seen.get(),
+        thread_flags,
+        "the fiber did not see the thread's flags"
+    );
+    assert_eq!(
+        after & MXCSR_FLAGS,
+        0,
+        "the flags the fiber cleared came back"
+    );
+    assert_eq!(
+        after & MXCSR_CONTROL,
+        orig & MXCSR_CONTROL,
+        "control bits changed"
+    );
+}
+
 #[repr(C)]
 struct AlignShared {
     rsp_at_entry: Cell<u64>,

@@ -483,6 +483,7 @@ unsafe fn run_closure<F: FnOnce() -> R, R, D>(closure: *mut (), fiber: &Fiber<D>
     }));
     let output = fiber.output.get().cast::<Option<thread::Result<R>>>();
     // SAFETY: whoever resumed this fiber last (`launch`, or `resume::<R>` with the same `R`) set the
-    // output slot and waits in `switch_in` until this fiber switches out.
-    unsafe { *output = Some(result) };
+    // output slot and waits in `switch_in` until this fiber switches out. The slot holds the `None`
+    // that `switch_in` put there, which has nothing to drop: it is overwritten.
+    unsafe { output.write(Some(result)) };
 }

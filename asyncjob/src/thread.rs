@@ -24,6 +24,13 @@ pub(crate) struct ThreadState {
     /// The thread's job pool. `ManuallyDrop` keeps the thread-local free of a destructor; the pool is
     /// dropped at thread exit by `ThreadExit` instead.
     pool: ManuallyDrop<RefCell<Option<Pool>>>,
+    /// Whether `pool` holds a pool, readable without a borrow.
+    has_pool: Cell<bool>,
+    /// The idle job that finished last, kept in front of the pool's vector so that the next start
+    /// takes it, and the next finish puts it back, without borrowing the pool. It belongs to the
+    /// pool: set only while there is one, counted in its idle jobs, freed with it. `ManuallyDrop`
+    /// for the same reason as `pool`.
+    hot: ManuallyDrop<Cell<Option<JobBox>>>,
     /// Set once the thread is known to be exiting: `ThreadExit` has run, or a paused job was dropped
     /// from inside the thread's thread-local destructors. From then on no job runs again on this
     /// thread (a paused job may borrow a thread-local that is already destroyed), the thread is never
@@ -39,6 +46,8 @@ thread_local! {
             pause_blocked: Cell::new(0),
             outstanding: Cell::new(0),
             pool: ManuallyDrop::new(RefCell::new(None)),
+            has_pool: Cell::new(false),
+            hot: ManuallyDrop::new(Cell::new(None)),
             exiting: Cell::new(false),
         }
     };
@@ -52,7 +61,7 @@ impl Drop for ThreadExit {
     fn drop(&mut self) {
         let t = thread();
         t.exiting.set(true);
-        let pool = t.pool.borrow_mut().take();
+        let pool = t.take_pool();
         drop(pool);
         t.release_context();
     }
@@ -191,6 +200,13 @@ impl ThreadState {
     /// when the pool is at its limit and every job is in use, or no stack could be had.
     #[inline(always)]
     pub(crate) fn take_job(&self) -> Result<Option<JobBox>, Error> {
+        if let Some(job) = self.hot.take() {
+            return Ok(Some(job));
+        }
+        self.take_job_from_pool()
+    }
+
+    fn take_job_from_pool(&self) -> Result<Option<JobBox>, Error> {
         {
             let mut slot = self.pool.borrow_mut();
             let pool = match slot.as_mut() {
@@ -199,6 +215,7 @@ impl ThreadState {
                     if !self.may_make_pool() {
                         return Err(Error::ThreadSetup);
                     }
+                    self.has_pool.set(true);
                     slot.insert(Pool::new(0, Vec::new()))
                 }
             };
@@ -222,6 +239,18 @@ impl ThreadState {
     /// Put a finished job back into the thread's current pool (LIFO), or free it when there is none.
     #[inline(always)]
     pub(crate) fn give_back(&self, job: JobBox) {
+        if !self.has_pool.get() {
+            // Freed: no pool to take it in.
+            drop(job);
+            return;
+        }
+        if let Some(older) = self.hot.replace(Some(job)) {
+            self.give_back_to_pool(older);
+        }
+    }
+
+    /// Put a finished job into the pool's vector, below the hot job.
+    fn give_back_to_pool(&self, job: JobBox) {
         let leftover = match self.pool.borrow_mut().as_mut() {
             Some(pool) => {
                 pool.give_back(job);
@@ -231,6 +260,14 @@ impl ThreadState {
         };
         // Freed outside the borrow.
         drop(leftover);
+    }
+
+    /// Take the thread's pool, with its hot job, and leave none.
+    fn take_pool(&self) -> Option<(Pool, Option<JobBox>)> {
+        let pool = self.pool.borrow_mut().take();
+        self.has_pool.set(false);
+        let hot = self.hot.take();
+        pool.map(|p| (p, hot))
     }
 }
 
@@ -266,7 +303,9 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
     if !t.may_make_pool() {
         return Err(Error::ThreadSetup);
     }
-    let replaced = t.pool.borrow_mut().replace(Pool::new(max_size, idle));
+    let replaced = t.take_pool();
+    *t.pool.borrow_mut() = Some(Pool::new(max_size, idle));
+    t.has_pool.set(true);
     // Freed outside the borrow.
     drop(replaced);
     Ok(())
@@ -282,7 +321,7 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
 pub fn cleanup_thread() -> Result<(), Error> {
     let t = thread();
     t.pause_blocked.set(0);
-    let old = t.pool.borrow_mut().take();
+    let old = t.take_pool();
     // Freed outside the borrow.
     drop(old);
     let outstanding = t.outstanding.get();
@@ -295,5 +334,13 @@ pub fn cleanup_thread() -> Result<(), Error> {
 
 /// The calling thread's pool, or `None` when it has none.
 pub fn pool_stats() -> Option<PoolStats> {
-    thread().pool.borrow().as_ref().map(Pool::stats)
+    let t = thread();
+    let hot = t.hot.take();
+    let hot_idle = usize::from(hot.is_some());
+    t.hot.set(hot);
+    t.pool.borrow().as_ref().map(|p| {
+        let mut stats = p.stats();
+        stats.idle += hot_idle;
+        stats
+    })
 }

@@ -402,8 +402,18 @@ impl WaitCtx {
     }
 
     /// End the current round: called when a paused job using this context is resumed.
+    #[inline]
     pub(crate) fn start_new_round(&self) {
         self.0.awaits_notification.set(false);
+        // A round without fd changes has nothing more to reset: the counters count exactly the
+        // entries added this round and the entries marked deleted.
+        if self.changed_counts() != (0, 0) {
+            self.reset_fd_changes();
+        }
+    }
+
+    #[inline(never)]
+    fn reset_fd_changes(&self) {
         let mut doomed = 0;
         {
             let mut fds = self.0.fds.borrow_mut();

@@ -1,5 +1,9 @@
 //! The speed table: each case runs on both backends in the same process, interleaved A/B/A/B after a
 //! warm-up, and the medians are compared.
+//!
+//! The wall-time targets for the Rust API are issue 11's: pause→resume at least 5× OpenSSL's speed,
+//! start→finish at least 4×. They are reported (the `met` column), never a pass/fail criterion: wall
+//! time on a shared machine is noisy. The C ABI's ratios are printed by `ci/step-42-capi-bench.sh`.
 
 use crate::ffi;
 use asyncjob::{Resumed, Started, WaitCtx};
@@ -195,14 +199,14 @@ pub fn run(plan: Plan, progress: &dyn Fn(&str)) -> Vec<Row> {
         openssl: o,
         asyncjob: a,
         ratio: o / a,
-        target: "≥ 15× faster",
-        met: Some(o / a >= 15.0),
+        target: "≥ 5× faster",
+        met: Some(o / a >= 5.0),
         note: format!("asyncjob heap allocations per round trip: {pr_allocs:.2}"),
     });
 
     for (args16, case, target, want) in [
-        (false, "start→finish, no pause", "≥ 10× faster", 10.0),
-        (true, "start→finish, 16-byte args", "≥ 10× faster", 10.0),
+        (false, "start→finish, no pause", "≥ 4× faster", 4.0),
+        (true, "start→finish, 16-byte args", "≥ 4× faster", 4.0),
     ] {
         progress(case);
         let n = plan.starts;
