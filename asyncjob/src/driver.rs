@@ -655,10 +655,6 @@ impl<R: 'static> Driver<R> {
             }
         }
         self.ready.clear();
-        if !self.run_next.is_empty() {
-            // Work for the next turn: make the driver's fd readable for an outer loop.
-            self.shared.signal.raise();
-        }
         self.rethrow_cleanup_panic();
         Ok(ran)
     }
@@ -970,6 +966,13 @@ impl<R: 'static> Driver<R> {
         }
     }
 
+    /// Resume the job at the next turn, and make the driver's fd readable so that an outer loop
+    /// sleeping on it comes back (also after a `spawn`, which has no turn of its own).
+    fn retry_next_turn(&mut self, token: JobToken) {
+        self.run_next.push(token);
+        self.shared.signal.raise();
+    }
+
     /// The job paused: apply its context's fd changes and decide what it waits for.
     fn after_pause(&mut self, index: usize, job: Job<R>) {
         self.slots[index].state = SlotState::Paused(job);
@@ -990,7 +993,7 @@ impl<R: 'static> Driver<R> {
         if status == WaitCtx::STATUS_EAGAIN {
             // Consumed: it asks for one retry, not for every later pause.
             ctx.set_status(WaitCtx::STATUS_UNSUPPORTED);
-            self.run_next.push(token);
+            self.retry_next_turn(token);
             return;
         }
         #[cfg(unix)]
@@ -1008,15 +1011,15 @@ impl<R: 'static> Driver<R> {
         #[cfg(windows)]
         let (has_fds, unpollable) = (ctx.fd_count() > 0, ctx.fd_count() > 0);
         if unpollable {
-            self.run_next.push(token);
+            self.retry_next_turn(token);
         } else if ctx.awaits_notification() {
             // Registered before looking, so a notification is either seen here or wakes the slot.
             ctx.set_waker(&self.slots[index].waker);
             if ctx.take_notification() {
-                self.run_next.push(token);
+                self.retry_next_turn(token);
             }
         } else if !has_fds {
-            self.run_next.push(token);
+            self.retry_next_turn(token);
         }
     }
 

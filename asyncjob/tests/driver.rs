@@ -603,6 +603,39 @@ fn the_driver_fd_is_readable_when_a_job_is_ready() {
 
 #[cfg(unix)]
 #[test]
+fn the_driver_fd_is_readable_after_a_spawn_that_left_next_turn_work() {
+    use std::os::fd::AsRawFd;
+    for (name, mut driver) in backends::<u32>() {
+        let me = driver.as_raw_fd();
+        // An outer loop sleeping on the driver's fd after this spawn must be woken: the job paused
+        // with nothing to wait on, so it goes on at the next turn.
+        driver
+            .spawn(|| {
+                asyncjob::pause();
+                7
+            })
+            .unwrap();
+        assert!(fds::readable(me), "{name}: next-turn work after a spawn");
+        assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}");
+        assert_eq!(finished(&drain(&mut driver)[0]), Some(7), "{name}");
+        // The same for a job that asked to be retried (EAGAIN) at its first pause.
+        driver
+            .spawn(|| {
+                let ctx = asyncjob::current_wait_ctx().unwrap();
+                ctx.set_status(WaitCtx::STATUS_EAGAIN);
+                asyncjob::pause();
+                8
+            })
+            .unwrap();
+        assert!(fds::readable(me), "{name}: an EAGAIN retry after a spawn");
+        assert_eq!(driver.turn(BOUND).unwrap(), 1, "{name}");
+        assert_eq!(finished(&drain(&mut driver)[0]), Some(8), "{name}");
+        assert!(!fds::readable(me), "{name}: all done");
+    }
+}
+
+#[cfg(unix)]
+#[test]
 fn cancel_deregisters_the_fds_and_unwinds_the_job_and_runs_its_cleanups() {
     for (name, mut driver) in backends::<()>() {
         let (r, w) = fds::pipe();
