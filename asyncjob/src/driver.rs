@@ -10,8 +10,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+#[cfg(windows)]
+use std::sync::{Mutex, PoisonError};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -107,8 +109,14 @@ pub struct DriverStats {
 
 /// The cross-thread half: where wakers queue the slots whose job was notified, and how they wake
 /// the driver.
+///
+/// The queue is a list threaded through the slots' wakers (`SlotWake::next`), pushed onto with a
+/// compare-exchange and taken whole by the driver; atomics only, no `std::sync::Mutex`, so that
+/// ThreadSanitizer sees the synchronisation even with an uninstrumented std (ci/step-11). Taking the
+/// whole list at once is what makes the push free of ABA trouble.
 struct WakeShared {
-    queue: Mutex<Vec<u32>>,
+    /// The most recently queued slot's index + 1; 0 when the list is empty.
+    head: AtomicU32,
     signal: Signal,
 }
 
@@ -217,6 +225,8 @@ struct SlotWake {
     shared: Arc<WakeShared>,
     index: u32,
     queued: AtomicBool,
+    /// While queued: the next slot in the list (index + 1, 0 for the end).
+    next: AtomicU32,
 }
 
 impl Wake for SlotWake {
@@ -232,11 +242,22 @@ impl Wake for SlotWake {
         if self.queued.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(self.index);
+        // Only the waker that set `queued` pushes, and the driver reads `next` before it clears
+        // `queued`, so `next` is not rewritten while the driver may still follow it.
+        let head = &self.shared.head;
+        let mut first = head.load(Ordering::Acquire);
+        loop {
+            self.next.store(first, Ordering::Relaxed);
+            match head.compare_exchange_weak(
+                first,
+                self.index + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => first = now,
+            }
+        }
         self.shared.signal.raise();
     }
 }
@@ -448,7 +469,7 @@ impl<R: 'static> Driver<R> {
             #[cfg(unix)]
             ready_fds: Vec::new(),
             shared: Arc::new(WakeShared {
-                queue: Mutex::new(Vec::new()),
+                head: AtomicU32::new(0),
                 signal,
             }),
             woken: Vec::new(),
@@ -762,6 +783,7 @@ impl<R: 'static> Driver<R> {
                     shared: self.shared.clone(),
                     index: index as u32,
                     queued: AtomicBool::new(false),
+                    next: AtomicU32::new(0),
                 });
                 let waker = Waker::from(wake.clone());
                 self.slots.push(Slot {
@@ -781,11 +803,6 @@ impl<R: 'static> Driver<R> {
                 self.run_next.reserve(2 * n);
                 self.ready.reserve(2 * n);
                 self.woken.reserve(n);
-                self.shared
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .reserve(n);
                 index
             }
         };
@@ -884,15 +901,15 @@ impl<R: 'static> Driver<R> {
 
     /// Mark the jobs whose notifier woke their slot's waker and whose notification is there.
     fn take_woken(&mut self) {
-        {
-            let mut queue = self
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::swap(&mut *queue, &mut self.woken);
+        // The whole list at once; it runs newest first, so it is walked into `woken` and that is
+        // read backwards, oldest first.
+        let mut next = self.shared.head.swap(0, Ordering::AcqRel);
+        while next != 0 {
+            let index = next - 1;
+            self.woken.push(index);
+            next = self.slots[index as usize].wake.next.load(Ordering::Relaxed);
         }
-        for i in 0..self.woken.len() {
+        for i in (0..self.woken.len()).rev() {
             let index = self.woken[i] as usize;
             let slot = &self.slots[index];
             slot.wake.queued.store(false, Ordering::SeqCst);
