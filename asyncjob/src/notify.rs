@@ -124,24 +124,22 @@ impl WakerSlot {
     /// Register `waker` unless the one there will wake the same task; returns the waker replaced.
     pub(crate) fn set(&self, waker: &Waker) -> Option<Waker> {
         self.enter();
+        let _leave = Leave(self);
         // SAFETY: the slot is BUSY and ours (see `enter`): no other thread touches `waker` until
-        // `leave`.
+        // `_leave` stores IDLE, also if `waker.clone()` (foreign code) panics.
         let slot = unsafe { &mut *self.waker.get() };
-        let old = match slot.as_ref() {
+        match slot.as_ref() {
             Some(current) if current.will_wake(waker) => None,
             _ => slot.replace(waker.clone()),
-        };
-        self.leave();
-        old
+        }
     }
 
     /// Remove the registered waker and return it.
     pub(crate) fn clear(&self) -> Option<Waker> {
         self.enter();
-        // SAFETY: the slot is BUSY and ours until `leave`.
-        let old = unsafe { &mut *self.waker.get() }.take();
-        self.leave();
-        old
+        let _leave = Leave(self);
+        // SAFETY: the slot is BUSY and ours until `_leave` is dropped.
+        unsafe { &mut *self.waker.get() }.take()
     }
 
     /// Notifier side: a clone of the registered waker, or None when there is none or the driver
@@ -150,11 +148,22 @@ impl WakerSlot {
         if !self.try_enter() {
             return None;
         }
-        // SAFETY: the slot is BUSY and ours until `leave`; the clone is foreign code, but a waker
-        // cloning itself cannot reach this slot (only `Notifier::notify` and the driver do).
-        let waker = unsafe { &*self.waker.get() }.clone();
-        self.leave();
-        waker
+        let _leave = Leave(self);
+        // SAFETY: the slot is BUSY and ours until `_leave` is dropped, which happens on unwind too;
+        // the clone is foreign code, but a waker cloning itself cannot reach this slot (only
+        // `Notifier::notify` and the driver do).
+        unsafe { &*self.waker.get() }.clone()
+    }
+}
+
+/// Frees a [`WakerSlot`] when dropped: on the way out of its user, and on unwind from a waker's
+/// `clone` (foreign code), so that a panic there cannot leave the slot busy for ever (the driver's
+/// next registration would spin without end).
+struct Leave<'a>(&'a WakerSlot);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -218,6 +227,55 @@ mod tests {
 
     fn state(slot: &WakerSlot) -> u8 {
         slot.state.load(Ordering::SeqCst)
+    }
+
+    /// A waker whose `clone` panics once `ARMED` is set (foreign code may panic anywhere).
+    mod panicking_clone {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::task::{RawWaker, RawWakerVTable, Waker};
+
+        pub(super) static ARMED: AtomicBool = AtomicBool::new(false);
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+
+        fn clone(_: *const ()) -> RawWaker {
+            if ARMED.load(Ordering::SeqCst) {
+                panic!("waker clone panics");
+            }
+            RawWaker::new(std::ptr::null(), &VTABLE)
+        }
+
+        fn noop(_: *const ()) {}
+
+        pub(super) fn waker() -> Waker {
+            // SAFETY: the vtable's functions ignore the data pointer and uphold RawWaker's contract
+            // (clone returns a waker of the same vtable; wake/drop do nothing).
+            unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+        }
+    }
+
+    #[test]
+    fn a_panicking_waker_clone_leaves_the_slot_usable() {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let slot = WakerSlot::new();
+        let panicky = panicking_clone::waker();
+        slot.set(&panicky);
+        panicking_clone::ARMED.store(true, Ordering::SeqCst);
+        // A notifier's clone panics: the panic reaches the notifier's caller...
+        assert!(catch_unwind(AssertUnwindSafe(|| slot.clone_for_wake())).is_err());
+        panicking_clone::ARMED.store(false, Ordering::SeqCst);
+        // ...and the slot is free again (a stuck BUSY would make the next `set` spin for ever).
+        assert_eq!(state(&slot), IDLE);
+        // The same for the driver's registration of a waker whose clone panics.
+        let (_c, other) = counting();
+        slot.set(&other);
+        panicking_clone::ARMED.store(true, Ordering::SeqCst);
+        assert!(catch_unwind(AssertUnwindSafe(|| slot.set(&panicky))).is_err());
+        panicking_clone::ARMED.store(false, Ordering::SeqCst);
+        assert_eq!(state(&slot), IDLE);
+        assert!(
+            slot.clone_for_wake().unwrap().will_wake(&other),
+            "the old waker stays"
+        );
     }
 
     #[test]
