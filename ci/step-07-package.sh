@@ -23,6 +23,16 @@ version=$(cargo metadata --no-deps --format-version 1 |
 
 echo "--- cargo package ${PKG[*]} ($(cargo -V))"
 rm -rf "$CARGO_TARGET_DIR/package"
+# cargo unpacks the local registry of freshly packaged crates under $CARGO_HOME/registry/src/-<hash
+# of the target path>/ and reuses an unpacked directory that is already there, even when the .crate
+# changed: a machine that ran this step before (same clone path) would verify against stale sources.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+# Likewise a registry crate is never rebuilt once compiled (registry sources are taken to be
+# immutable), so the verify builds' artifacts of our own crates go too.
+for c in "${CRATES[@]}"; do
+  rm -rf "$cargo_home"/registry/src/-*/"$c-$version" "$cargo_home"/registry/cache/-*/"$c-$version.crate" \
+    "$CARGO_TARGET_DIR"/debug/.fingerprint/"$c"-* "$CARGO_TARGET_DIR"/debug/build/"$c"-*
+done
 cargo package --allow-dirty "${PKG[@]}"
 
 echo "--- contents of each .crate"
