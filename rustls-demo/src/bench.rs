@@ -405,3 +405,183 @@ pub fn blocking_steady_state() -> String {
         ms(cell.p99)
     )
 }
+
+/// Serve exactly `n` handshakes with `variant` (a one-thread loop variant: job+fd or the plain
+/// blocking one) to `c` clients in this process, at L = 0, and return how many the server
+/// completed (`n` plus at most `c - 1` that had started when the n-th ended). No timing is
+/// involved: this is what `rustls-demo instructions` runs under callgrind.
+pub fn serve_count(variant: Variant, c: usize, n: u64) -> u64 {
+    assert!(
+        matches!(variant, Variant::JobFd | Variant::Blocking),
+        "serve_count runs the one-thread loop variants job+fd and blocking"
+    );
+    let service = SigningService::start(Duration::ZERO).expect("signing service");
+    let backend = Backend::new(&service, variant.wait());
+    let key = RemoteKey::new(KeyKind::EcdsaP256, backend.clone()).certified();
+    let server_config = config::server(key, &config::versions(true, false));
+    let mode = match variant {
+        Variant::JobFd => Handshakes::InJob,
+        _ => Handshakes::Direct,
+    };
+    let server = Server::start(server_config, mode).expect("server");
+    let client_config = config::client(&config::versions(true, false));
+    let load = client::load(
+        server.addr(),
+        client_config,
+        c,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        n,
+    );
+    assert_eq!(load.failed, 0, "no handshake fails");
+    let served = server.stats().handshakes.load(Ordering::Relaxed);
+    server.stop();
+    drop(service);
+    served
+}
+
+/// Instructions of the server thread, as callgrind counted them in one run of `serve_count`.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadCount {
+    /// Handshakes the server completed.
+    pub served: u64,
+    /// Instructions executed by the server thread (start to end of the thread).
+    pub instructions: u64,
+}
+
+/// Run `exe handshakes --variant NAME --clients C -n N` under callgrind with one output file per
+/// thread, and return the server thread's count (the thread whose profile contains the server
+/// loop). An error when valgrind cannot be run or the run fails.
+pub fn callgrind_server_thread(
+    exe: &std::path::Path,
+    variant: Variant,
+    c: usize,
+    n: u64,
+) -> Result<ThreadCount, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "rustls-demo-callgrind-{}-{}",
+        std::process::id(),
+        NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg("--separate-threads=yes")
+        .arg(format!("--callgrind-out-file={}/cg.out", dir.display()))
+        .arg(exe)
+        .args(["handshakes", "--variant", variant_arg(variant)])
+        .args(["--clients", &c.to_string(), "-n", &n.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run valgrind: {e}"))?;
+    let result = (|| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "valgrind run failed ({}): {}{}",
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let served = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("served ")?.trim().parse().ok())
+            .ok_or_else(|| format!("no 'served' line in: {stdout}"))?;
+        let mut found = None;
+        for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
+            let text = std::fs::read_to_string(entry.map_err(|e| e.to_string())?.path())
+                .map_err(|e| e.to_string())?;
+            if !text.contains("rustls_demo::server::Loop::run") {
+                continue;
+            }
+            let total = text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .ok_or("no summary line in the server thread's profile")?;
+            if found.replace(total).is_some() {
+                return Err("two threads ran the server loop".into());
+            }
+        }
+        let instructions = found.ok_or("no thread ran rustls_demo::server::Loop::run")?;
+        Ok(ThreadCount {
+            served,
+            instructions,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The `--variant` argument of `rustls-demo handshakes` for `v`.
+pub fn variant_arg(v: Variant) -> &'static str {
+    match v {
+        Variant::JobFd => "job+fd",
+        _ => "plain",
+    }
+}
+
+/// Instructions per handshake of the server thread: (count at 2N - count at N) / (handshakes
+/// served at 2N - at N), so the thread's start-up and the first connections cancel out.
+pub fn instructions_per_handshake(
+    exe: &std::path::Path,
+    variant: Variant,
+    c: usize,
+    n: u64,
+) -> Result<f64, String> {
+    let a = callgrind_server_thread(exe, variant, c, n)?;
+    let b = callgrind_server_thread(exe, variant, c, 2 * n)?;
+    if b.served <= a.served {
+        return Err("the 2N run served no more than the N run".into());
+    }
+    Ok((b.instructions as f64 - a.instructions as f64) / (b.served - a.served) as f64)
+}
+
+/// The CPU target in instructions: for each concurrency, the server thread's instructions per
+/// handshake at L = 0 for job+fd and for the plain path, their ratio, and whether it is at most
+/// 1.05 (`repeat` measures everything twice). Text and verdict; a failure to run valgrind is
+/// reported in the text and counts as not met.
+pub fn instruction_check(concurrency: &[usize], n: u64, repeat: bool) -> (String, bool) {
+    let mut s = format!(
+        "\nInstructions per handshake at L = 0 (server thread, callgrind; (count at {} - count at {n}) / handshakes between):\n",
+        2 * n
+    );
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return (format!("{s}- cannot find this executable: {e}\n"), false),
+    };
+    let mut all = true;
+    for &c in concurrency {
+        let runs = if repeat { 2 } else { 1 };
+        let mut line = format!("- C={c}:");
+        for run in 0..runs {
+            let j = instructions_per_handshake(&exe, Variant::JobFd, c, n);
+            let p = instructions_per_handshake(&exe, Variant::Blocking, c, n);
+            match (j, p) {
+                (Ok(j), Ok(p)) => {
+                    let ratio = j / p;
+                    let ok = ratio <= 1.05;
+                    all &= ok;
+                    let _ = write!(
+                        line,
+                        "{} job+fd {:.0} vs plain {:.0}: ratio {:.3} (target <= 1.05): {}",
+                        if run > 0 { "; repeat:" } else { "" },
+                        j,
+                        p,
+                        ratio,
+                        if ok { "met" } else { "NOT met" }
+                    );
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    all = false;
+                    let _ = write!(line, " not measured: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    (s, all)
+}

@@ -1,4 +1,4 @@
-//! `rustls-demo bench [--quick]`: the issue 10 measurements.
+//! `rustls-demo bench [--quick]` and `rustls-demo instructions`: the issue 10 measurements.
 
 use clap::{Parser, Subcommand};
 
@@ -29,11 +29,72 @@ enum Command {
         #[arg(long = "latency-ms")]
         latency_ms: Vec<u64>,
     },
+    /// Serve N handshakes at L = 0 with one loop variant and print "served <count>" (what
+    /// `instructions` runs under callgrind).
+    Handshakes {
+        /// "job+fd" or "plain" (the one-thread loop with the blocking signer).
+        #[arg(long)]
+        variant: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Handshakes to serve.
+        #[arg(short = 'n', default_value_t = 100)]
+        n: u64,
+    },
+    /// Instructions per handshake of the server thread at L = 0, job+fd vs plain, counted by
+    /// callgrind (needs valgrind); with --check, exit 1 when job+fd costs more than 5 % more.
+    Instructions {
+        /// Concurrencies (repeatable; default 16).
+        #[arg(long = "clients")]
+        clients: Vec<usize>,
+        /// N: each figure is (count at 2N handshakes - count at N) / N.
+        #[arg(short = 'n', default_value_t = 100)]
+        n: u64,
+        /// Measure every figure twice and show both (they should be equal or nearly).
+        #[arg(long)]
+        repeat: bool,
+        /// Exit with status 1 when the ratio exceeds 1.05.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Handshakes {
+            variant,
+            clients,
+            n,
+        } => {
+            let v = match variant.as_str() {
+                "job+fd" => rustls_demo::bench::Variant::JobFd,
+                "plain" => rustls_demo::bench::Variant::Blocking,
+                other => {
+                    eprintln!("unknown variant {other:?} (job+fd or plain)");
+                    std::process::exit(2);
+                }
+            };
+            println!("served {}", rustls_demo::bench::serve_count(v, clients, n));
+        }
+        Command::Instructions {
+            clients,
+            n,
+            repeat,
+            check,
+        } => {
+            let clients = if clients.is_empty() {
+                vec![16]
+            } else {
+                clients
+            };
+            let (text, ok) = rustls_demo::bench::instruction_check(&clients, n, repeat);
+            println!("{text}");
+            if check && !ok {
+                std::process::exit(1);
+            }
+        }
         Command::Bench {
             quick,
             seconds,
@@ -83,6 +144,9 @@ fn main() {
             println!("{text}");
             if !quick {
                 println!("{}", rustls_demo::bench::blocking_steady_state());
+                // The same target in instructions (deterministic; needs valgrind, about 15 s).
+                let (text, _) = rustls_demo::bench::instruction_check(&[16], 100, false);
+                println!("{text}");
             }
         }
     }

@@ -13,7 +13,6 @@
 //! service connection, or forgets its pending request).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -150,7 +149,9 @@ struct Loop {
     free: Vec<usize>,
     live: usize,
     /// Which connection each running job belongs to.
-    by_job: HashMap<JobToken, usize>,
+    by_job: JobMap,
+    /// The driver's completions of one turn (kept to reuse its buffer).
+    done: Vec<Completion<Processed>>,
     /// Runs the jobs (`InJob` only); `run` drops it before the connections.
     driver: Option<Driver<Processed>>,
     /// A job was spawned since the driver last turned.
@@ -158,6 +159,53 @@ struct Loop {
     pollfds: Vec<libc::pollfd>,
     /// For each entry of `pollfds` after the listener and the driver: its connection.
     owners: Vec<usize>,
+}
+
+/// Which connection each running job belongs to, indexed by the job's driver slot
+/// ([`JobToken::index`]; the driver reuses slots, so this stays as small as the most jobs at once,
+/// and a lookup is an index and a token comparison, not a hash).
+#[derive(Default)]
+struct JobMap {
+    slots: Vec<Option<(JobToken, usize)>>,
+    len: usize,
+}
+
+impl JobMap {
+    fn insert(&mut self, token: JobToken, conn: usize) {
+        let i = token.index();
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].replace((token, conn)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// The connection of `token`, which is forgotten; `None` for a token not (or no longer) here.
+    fn remove(&mut self, token: JobToken) -> Option<usize> {
+        let slot = self.slots.get_mut(token.index())?;
+        match *slot {
+            Some((t, conn)) if t == token => {
+                *slot = None;
+                self.len -= 1;
+                Some(conn)
+            }
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.len = 0;
+    }
 }
 
 /// A TLS record (type alert, legacy version 3.3, length 2) holding a fatal (2) handshake_failure
@@ -185,7 +233,8 @@ impl Loop {
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
-            by_job: HashMap::new(),
+            by_job: JobMap::default(),
+            done: Vec::new(),
             driver,
             spawned: false,
             pollfds: Vec::new(),
@@ -299,9 +348,10 @@ impl Loop {
         let Some(driver) = self.driver.as_mut() else {
             return;
         };
-        let done: Vec<Completion<Processed>> = driver.completions().collect();
-        for Completion { token, outcome } in done {
-            let Some(i) = self.by_job.remove(&token) else {
+        let mut done = std::mem::take(&mut self.done);
+        done.extend(driver.completions());
+        for Completion { token, outcome } in done.drain(..) {
+            let Some(i) = self.by_job.remove(token) else {
                 continue;
             };
             let Some(conn) = self.conns[i].as_mut() else {
@@ -319,6 +369,7 @@ impl Loop {
                 _ => conn.dead = true,
             }
         }
+        self.done = done;
     }
 
     fn on_socket(&mut self, i: usize, revents: libc::c_short) {
@@ -333,7 +384,7 @@ impl Loop {
                 // The client went away mid-signature: cancel (unwind) the job at once.
                 conn.dead = true;
                 self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                self.by_job.remove(&token);
+                self.by_job.remove(token);
                 conn.job = None;
                 if let Some(driver) = self.driver.as_mut() {
                     driver.cancel(token);
@@ -382,7 +433,7 @@ impl Loop {
             if self.conns[i].as_ref().is_some_and(|c| c.dead) {
                 let conn = self.conns[i].take().expect("checked");
                 if let (Some(token), Some(driver)) = (conn.job, self.driver.as_mut()) {
-                    self.by_job.remove(&token);
+                    self.by_job.remove(token);
                     driver.cancel(token);
                 }
                 drop(conn);
