@@ -275,6 +275,8 @@ struct Slot<R: 'static> {
     generation: u32,
     state: SlotState<R>,
     ctx: Option<WaitCtx>,
+    /// The context of the slot's last job, reset for the next one (see `WaitCtx::recycle`).
+    spare_ctx: Option<WaitCtx>,
     wake: Arc<SlotWake>,
     waker: Waker,
     /// The fds registered for this job, one entry per registration.
@@ -790,6 +792,7 @@ impl<R: 'static> Driver<R> {
                     generation: 0,
                     state: SlotState::Free,
                     ctx: None,
+                    spare_ctx: None,
                     wake,
                     waker,
                     #[cfg(unix)]
@@ -808,7 +811,8 @@ impl<R: 'static> Driver<R> {
         };
         let slot = &mut self.slots[index];
         slot.state = SlotState::Running;
-        slot.ctx = Some(WaitCtx::new());
+        // The slot's previous context when it could be recycled: spawning allocates nothing then.
+        slot.ctx = Some(slot.spare_ctx.take().unwrap_or_default());
         self.live += 1;
         index
     }
@@ -1154,7 +1158,10 @@ impl<R: 'static> Driver<R> {
         }
         // The job (unwound) and then its context (fd cleanups): user code, contained.
         self.contain(move || drop(state));
-        self.contain(move || drop(ctx));
+        match ctx {
+            Some(ctx) if ctx.recycle() => self.slots[index].spare_ctx = Some(ctx),
+            ctx => self.contain(move || drop(ctx)),
+        }
     }
 
     fn contain(&mut self, user_code: impl FnOnce()) {

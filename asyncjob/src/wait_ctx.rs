@@ -397,6 +397,41 @@ impl WaitCtx {
         self.0.notify.get().is_some_and(|state| state.take())
     }
 
+    /// Driver side: make a context that has served one job ready for the next, instead of dropping
+    /// it and allocating a new one. Only a context nobody else can see qualifies: no other handle
+    /// (the job ended and the application kept none), no notifier handle outside (a late `notify`
+    /// from an engine must not wake the next job), no fd entry and no callback (dropping those runs
+    /// their cleanups and destructors; an entry already cleared and holding no cleanup is only
+    /// bookkeeping and goes). Returns false, changing nothing, otherwise.
+    pub(crate) fn recycle(&self) -> bool {
+        let shared = &*self.0;
+        if Rc::strong_count(&self.0) != 1
+            || shared.callback.borrow().is_some()
+            || shared
+                .fds
+                .borrow()
+                .iter()
+                .any(|e| !e.deleted || e.cleanup.is_some())
+            || shared
+                .notify
+                .get()
+                .is_some_and(|state| Arc::strong_count(state) != 1)
+        {
+            return false;
+        }
+        if let Some(state) = shared.notify.get() {
+            state.take();
+            state.clear_waker();
+        }
+        // Cleared entries without a cleanup: dropping them runs no user code.
+        shared.fds.borrow_mut().clear();
+        shared.num_added.set(0);
+        shared.num_deleted.set(0);
+        shared.status.set(Self::STATUS_UNSUPPORTED);
+        shared.awaits_notification.set(false);
+        true
+    }
+
     fn notify_state(&self) -> &Arc<NotifyState> {
         self.0.notify.get_or_init(NotifyState::new)
     }

@@ -807,3 +807,69 @@ fn an_fd_already_readable_at_the_pause_is_ready() {
         fds::close(w);
     }
 }
+
+#[test]
+fn a_new_job_never_sees_what_its_slot_held_before() {
+    let mut driver = Driver::<u32>::new().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Job A: sets a status, takes its notifier, registers and clears an fd, and finishes once
+    // notified; the engine keeps A's notifier afterwards.
+    let a = driver
+        .spawn(move || {
+            let ctx = asyncjob::current_wait_ctx().unwrap();
+            ctx.set_status(WaitCtx::STATUS_OK);
+            tx.send(asyncjob::current_notifier().unwrap()).unwrap();
+            asyncjob::pause();
+            1
+        })
+        .unwrap();
+    let stale = rx.recv().unwrap();
+    stale.notify();
+    assert_eq!(driver.turn(BOUND).unwrap(), 1);
+    assert_eq!(finished(&drain(&mut driver)[0]), Some(1));
+    // Job B, in the slot A had: its context starts fresh, and A's notifier cannot wake it.
+    let (tx, rx) = mpsc::channel();
+    let b = driver
+        .spawn(move || {
+            let ctx = asyncjob::current_wait_ctx().unwrap();
+            assert_eq!(ctx.status(), WaitCtx::STATUS_UNSUPPORTED);
+            assert_eq!(ctx.changed_counts(), (0, 0));
+            assert!(!ctx.awaits_notification());
+            assert!(!ctx.take_notification());
+            tx.send(asyncjob::current_notifier().unwrap()).unwrap();
+            asyncjob::pause();
+            2
+        })
+        .unwrap();
+    assert_eq!(a.index(), b.index(), "B reuses A's slot");
+    let fresh = rx.recv().unwrap();
+    assert!(
+        !fresh.ptr_eq(&stale),
+        "a notifier still held outside is never handed out again"
+    );
+    stale.notify();
+    assert_eq!(driver.turn(IDLE).unwrap(), 0, "A's notifier woke B");
+    fresh.notify();
+    assert_eq!(driver.turn(BOUND).unwrap(), 1);
+    assert_eq!(finished(&drain(&mut driver)[0]), Some(2));
+    // A context the application still holds is not reused either: changing it later cannot reach
+    // the next job of its slot.
+    let c = driver
+        .spawn(|| {
+            asyncjob::pause();
+            3
+        })
+        .unwrap();
+    let held = driver.wait_ctx(c).unwrap();
+    assert_eq!(driver.turn(BOUND).unwrap(), 1);
+    assert_eq!(finished(&drain(&mut driver)[0]), Some(3));
+    held.set_status(WaitCtx::STATUS_ERR);
+    let d = driver
+        .spawn(|| asyncjob::current_wait_ctx().unwrap().status() as u32)
+        .unwrap();
+    assert_eq!(c.index(), d.index(), "D reuses C's slot");
+    assert_eq!(
+        finished(&drain(&mut driver)[0]),
+        Some(WaitCtx::STATUS_UNSUPPORTED as u32)
+    );
+}

@@ -1,5 +1,6 @@
 //! A driver in steady state makes no heap allocation: turns that resume already-spawned jobs which
-//! wait on fds (re-registering them), on notifications and on EAGAIN. A counting global allocator
+//! wait on fds (re-registering them), on notifications and on EAGAIN; and jobs spawned and finished
+//! again and again, as a server's connections are. A counting global allocator
 //! sees every allocation of the process; this binary has no test harness, so nothing else runs while
 //! it counts.
 
@@ -167,9 +168,72 @@ fn steady_state(name: &str, driver: Driver<()>) {
     );
 }
 
+/// A server's steady state: every connection is a new job. Jobs that wait on an fd once, on a
+/// notification once, or not at all, spawned and finished again and again.
+fn spawn_and_finish(name: &str, mut driver: Driver<u32>) {
+    #[cfg(unix)]
+    let (r, w) = pipe();
+    let notifier: Rc<RefCell<Option<Notifier>>> = Rc::new(RefCell::new(None));
+    let mut cycle = |driver: &mut Driver<u32>| {
+        #[cfg(unix)]
+        driver
+            .spawn(move || {
+                let ctx = asyncjob::current_wait_ctx().unwrap();
+                ctx.set_wait_fd(WaitKey::from_addr(1), r, std::ptr::null_mut(), None);
+                asyncjob::pause();
+                let mut byte = 0u8;
+                // SAFETY: one writable byte; the driver resumed us because the pipe is readable.
+                assert_eq!(unsafe { libc::read(r, (&raw mut byte).cast(), 1) }, 1);
+                assert!(ctx.clear_fd(WaitKey::from_addr(1)));
+                1
+            })
+            .unwrap();
+        let slot = notifier.clone();
+        driver
+            .spawn(move || {
+                *slot.borrow_mut() = asyncjob::current_notifier();
+                asyncjob::pause();
+                2
+            })
+            .unwrap();
+        driver.spawn(|| 3).unwrap();
+        #[cfg(unix)]
+        // SAFETY: one readable byte.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+        // The engine answers and lets go of its handle.
+        notifier.borrow_mut().take().unwrap().notify();
+        let mut finished = 0;
+        let expected = if cfg!(unix) { 3 } else { 2 };
+        while finished < expected {
+            driver.turn(BOUND).unwrap();
+            finished += driver.completions().count();
+        }
+        assert!(driver.is_empty());
+    };
+    for _ in 0..10 {
+        cycle(&mut driver);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let cycles = 1_000;
+    for _ in 0..cycles {
+        cycle(&mut driver);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "{name}: {allocations} heap allocations in {cycles} cycles of spawning and finishing jobs"
+    );
+    assert_eq!(
+        allocations, 0,
+        "{name}: spawning and finishing jobs must not allocate in steady state"
+    );
+}
+
 fn main() {
     steady_state("Driver::new", Driver::new().unwrap());
     #[cfg(unix)]
     steady_state("Driver::with_poll", Driver::with_poll().unwrap());
-    println!("1 passed, 0 failed");
+    spawn_and_finish("Driver::new", Driver::new().unwrap());
+    #[cfg(unix)]
+    spawn_and_finish("Driver::with_poll", Driver::with_poll().unwrap());
+    println!("2 passed, 0 failed");
 }
