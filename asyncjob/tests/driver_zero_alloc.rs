@@ -174,7 +174,7 @@ fn spawn_and_finish(name: &str, mut driver: Driver<u32>) {
     #[cfg(unix)]
     let (r, w) = pipe();
     let notifier: Rc<RefCell<Option<Notifier>>> = Rc::new(RefCell::new(None));
-    let mut cycle = |driver: &mut Driver<u32>| {
+    let cycle = |driver: &mut Driver<u32>| {
         #[cfg(unix)]
         driver
             .spawn(move || {
