@@ -191,10 +191,11 @@ where
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
 #[inline(always)]
-fn settle<R: 'static>(t: &ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
+fn settle<R: 'static>(t: &'static ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
+            fiber.data.paused_on.set(Some(t));
             Resumed::Paused(Job {
                 fiber: Some(fiber),
                 _not_send: PhantomData,
@@ -229,7 +230,12 @@ impl<R: 'static> Job<R> {
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
     #[inline]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
-        let t = thread::thread();
+        let paused_on = self.fiber.as_deref().and_then(|f| f.data.paused_on.get());
+        debug_assert!(paused_on.is_some(), "a paused job knows its thread");
+        // SAFETY: a `Job` is made only by `settle` as its job pauses, which records the thread's
+        // state. It is the calling thread's: a `Job` is not `Send`, so it is resumed on the thread
+        // it paused on.
+        let t = unsafe { paused_on.unwrap_unchecked() };
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),
