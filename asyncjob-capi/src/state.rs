@@ -106,18 +106,21 @@ struct ThreadState {
 }
 
 impl ThreadState {
-    /// Keep a paused job; the one in the slot before it moves to the map.
+    /// Keep a paused job; the one in the slot before it moves to the map (out of line: a job resumed
+    /// from the slot finds it empty again).
     #[inline]
     fn park(&self, id: usize, job: Job<JobResult>, ctx: usize) {
         let older_id = self.recent_id.replace(id);
         let older_ctx = self.recent_ctx.replace(ctx);
         if let Some(older) = self.recent_job.replace(Some(job)) {
-            let entry = Entry {
-                job: older,
-                ctx: older_ctx,
-            };
-            self.paused.borrow_mut().insert(older_id, entry);
+            self.park_in_map(older_id, older, older_ctx);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn park_in_map(&self, id: usize, job: Job<JobResult>, ctx: usize) {
+        self.paused.borrow_mut().insert(id, Entry { job, ctx });
     }
 
     /// Take out the job paused under `id`, with its wait ctx pointer.

@@ -4,6 +4,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::error::Error;
@@ -125,15 +126,15 @@ type NotSendOf<R> = PhantomData<(*const (), fn() -> R)>;
 /// `panic = "abort"` build, and once its thread is exiting, when thread-locals that the job may
 /// borrow can already be destroyed. OpenSSL leaks every job paused at thread exit.
 pub struct Job<R: 'static> {
-    fiber: Option<JobBox>,
+    /// Taken out only by the consuming methods and `drop`, each exactly once; a plain pointer, so
+    /// that an `Option<Job>` is one word.
+    fiber: ManuallyDrop<JobBox>,
     _not_send: NotSendOf<R>,
 }
 
 impl<R: 'static> fmt::Debug for Job<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Job")
-            .field(&self.fiber.as_deref().map(JobId::of))
-            .finish()
+        f.debug_tuple("Job").field(&JobId::of(&self.fiber)).finish()
     }
 }
 
@@ -191,12 +192,13 @@ where
 /// Turn what the fiber did into the caller's view: a paused handle, or the finished job's result with
 /// the job back in the pool.
 #[inline(always)]
-fn settle<R: 'static>(t: &ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
+fn settle<R: 'static>(t: &'static ThreadState, fiber: JobBox, exit: Exit<R>) -> Resumed<R> {
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
+            fiber.data.paused_on.set(Some(t));
             Resumed::Paused(Job {
-                fiber: Some(fiber),
+                fiber: ManuallyDrop::new(fiber),
                 _not_send: PhantomData,
             })
         }
@@ -229,39 +231,38 @@ impl<R: 'static> Job<R> {
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
     #[inline]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
-        let t = thread::thread();
+        let paused_on = self.fiber.data.paused_on.get();
+        debug_assert!(paused_on.is_some(), "a paused job knows its thread");
+        // SAFETY: a `Job` is made only by `settle` as its job pauses, which records the thread's
+        // state. It is the calling thread's: a `Job` is not `Send`, so it is resumed on the thread
+        // it paused on.
+        let t = unsafe { paused_on.unwrap_unchecked() };
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),
         };
-        // The emptied handle has nothing left to drop: skip its destructor on the hot path.
-        let mut emptied = std::mem::ManuallyDrop::new(self);
-        let fiber = emptied
-            .take_fiber_in(t)
-            .expect("a paused job has its fiber");
+        let fiber = self.into_fiber(t);
         let exit = switch_with_hook::<R>(t, &fiber, from, Wake::Resume);
         Ok(settle(t, fiber, exit))
     }
 
     /// The job's identity: what [`current_job`] returns inside it.
     pub fn id(&self) -> JobId {
-        JobId::of(self.fiber.as_deref().expect("a paused job has its fiber"))
+        JobId::of(&self.fiber)
     }
 
     /// The wait context the job was started with (`ASYNC_get_wait_ctx`).
     pub fn wait_ctx(&self) -> Option<WaitCtx> {
-        self.fiber
-            .as_deref()
-            .and_then(|f| f.data.wait_ctx.borrow().clone())
+        self.fiber.data.wait_ctx.borrow().clone()
     }
 
-    /// Take the fiber out of a paused handle, which then ends without doing anything.
-    fn take_fiber_in(&mut self, t: &ThreadState) -> Option<JobBox> {
-        let fiber = self.fiber.take();
-        if fiber.is_some() {
-            t.count_outstanding(-1);
-        }
-        fiber
+    /// Take the fiber out of the handle, which ends without running its destructor.
+    #[inline(always)]
+    fn into_fiber(self, t: &ThreadState) -> JobBox {
+        let mut emptied = ManuallyDrop::new(self);
+        t.count_outstanding(-1);
+        // SAFETY: `emptied` is never dropped, so the fiber is taken out exactly once.
+        unsafe { ManuallyDrop::take(&mut emptied.fiber) }
     }
 }
 
@@ -287,15 +288,11 @@ fn switch_with_hook<R: 'static>(
 
 impl<R: 'static> Drop for Job<R> {
     fn drop(&mut self) {
-        if self.fiber.is_none() {
-            // Emptied by `resume` or `discard`: nothing to end (and no thread-local to look up on
-            // the hot path).
-            return;
-        }
         let t = thread::thread();
-        let Some(fiber) = self.take_fiber_in(t) else {
-            return;
-        };
+        t.count_outstanding(-1);
+        // SAFETY: the handles emptied by `into_fiber` are never dropped; this is the only other
+        // place the fiber is taken out, once.
+        let fiber = unsafe { ManuallyDrop::take(&mut self.fiber) };
         // Once the thread is exiting, a job may borrow thread-locals that are already destroyed:
         // it never runs again, and its stack is leaked (OpenSSL leaks such jobs too).
         if cfg!(panic = "unwind") && !t.exiting_for_drop() {
@@ -333,11 +330,8 @@ impl<R: 'static> Job<R> {
     ///
     /// The C library ends C jobs paused at thread exit this way: whether their frames may be
     /// abandoned and their memory reused cannot be known.
-    pub fn leak(mut self) {
-        let t = thread::thread();
-        if let Some(fiber) = self.take_fiber_in(t) {
-            leak_job(fiber);
-        }
+    pub fn leak(self) {
+        leak_job(self.into_fiber(thread::thread()));
     }
 
     /// Free a paused job without unwinding its stack: the job's code never runs again, the
@@ -353,11 +347,9 @@ impl<R: 'static> Job<R> {
     /// pinned on it (a pinned future, an intrusive list node), no guard whose destructor must run, no
     /// address of a local published anywhere. A job whose stack holds only C frames and plain data
     /// that nobody refers to qualifies.
-    pub unsafe fn discard(mut self) {
+    pub unsafe fn discard(self) {
         let t = thread::thread();
-        let Some(fiber) = self.take_fiber_in(t) else {
-            return;
-        };
+        let fiber = self.into_fiber(t);
         // SAFETY: a paused job is suspended; the caller vouches for what lives on its stack.
         if unsafe { fiber.reset_without_unwinding() } {
             release_finished(t, fiber);

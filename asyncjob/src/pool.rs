@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::fiber::{Fiber, FiberBox};
+use crate::thread::ThreadState;
 use crate::wait_ctx::WaitCtx;
 
 /// What a job keeps between its runs, besides its stack: the payload of a job's fiber.
@@ -13,6 +14,10 @@ pub(crate) struct JobData {
     pub(crate) wait_ctx: RefCell<Option<WaitCtx>>,
     /// The switch hook's saved word (the job's default `OSSL_LIB_CTX` in the C library).
     pub(crate) hook_word: Cell<usize>,
+    /// The state of the thread the job last paused on, set as it pauses. A paused `Job` cannot leave
+    /// that thread (it is not `Send`), so its resume finds the thread's state here, saving the
+    /// thread-local lookup (a call into the dynamic linker when asyncjob is in a shared library).
+    pub(crate) paused_on: Cell<Option<&'static ThreadState>>,
 }
 
 /// A job's fiber.
