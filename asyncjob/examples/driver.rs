@@ -131,7 +131,9 @@ fn pipe_jobs(driver: &mut Driver<String>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for (i, mut w) in writers.into_iter().enumerate().rev() {
             thread::sleep(Duration::from_millis(3));
-            write!(w, "hello {i}").unwrap();
+            // One write: `write!` may split the message, and a job that read the first part
+            // finishes and closes its end before the rest arrives.
+            w.write_all(format!("hello {i}").as_bytes()).unwrap();
         }
     })
 }
