@@ -6,6 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 use crate::error::Error;
 use crate::fiber::{self, Exit, Resumer, Wake};
@@ -196,7 +197,7 @@ fn settle<R: 'static>(t: &'static ThreadState, fiber: JobBox, exit: Exit<R>) -> 
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
-            fiber.data.paused_on.set(Some(t));
+            fiber.data.paused_on.set(Some(NonNull::from(t).cast()));
             Resumed::Paused(Job {
                 fiber: ManuallyDrop::new(fiber),
                 _not_send: PhantomData,
@@ -234,9 +235,9 @@ impl<R: 'static> Job<R> {
         let paused_on = self.fiber.data.paused_on.get();
         debug_assert!(paused_on.is_some(), "a paused job knows its thread");
         // SAFETY: a `Job` is made only by `settle` as its job pauses, which records the thread's
-        // state. It is the calling thread's: a `Job` is not `Send`, so it is resumed on the thread
-        // it paused on.
-        let t = unsafe { paused_on.unwrap_unchecked() };
+        // state, a `&'static ThreadState`. It is the calling thread's: a `Job` is not `Send`, so it
+        // is resumed on the thread it paused on.
+        let t: &'static ThreadState = unsafe { paused_on.unwrap_unchecked().cast().as_ref() };
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),

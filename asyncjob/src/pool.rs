@@ -3,9 +3,9 @@
 //! are in `thread.rs`.
 
 use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 
 use crate::fiber::{Fiber, FiberBox};
-use crate::thread::ThreadState;
 use crate::wait_ctx::WaitCtx;
 
 /// What a job keeps between its runs, besides its stack: the payload of a job's fiber.
@@ -17,7 +17,9 @@ pub(crate) struct JobData {
     /// The state of the thread the job last paused on, set as it pauses. A paused `Job` cannot leave
     /// that thread (it is not `Send`), so its resume finds the thread's state here, saving the
     /// thread-local lookup (a call into the dynamic linker when asyncjob is in a shared library).
-    pub(crate) paused_on: Cell<Option<&'static ThreadState>>,
+    /// Untyped so that the pool does not name the thread layer above it: only `job.rs` stores and
+    /// reads it, as a `&'static ThreadState`.
+    pub(crate) paused_on: Cell<Option<NonNull<()>>>,
 }
 
 /// A job's fiber.
