@@ -230,7 +230,11 @@ impl<R: 'static> Job<R> {
     /// # Errors
     ///
     /// [`Error::Nested`] when called inside a running job; the job is handed back untouched.
-    #[inline]
+    // Always inlined, like `start` and `pause`: control comes back here by a jump from another
+    // stack, so the processor's return-address predictor holds the job's return addresses, not
+    // the caller's, and the `ret` of an out-of-line `resume` was mispredicted on every round trip
+    // (25 ns instead of 10 ns per pause→resume in the conformance report's loop).
+    #[inline(always)]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
         let paused_on = self.fiber.data.paused_on.get();
         debug_assert!(paused_on.is_some(), "a paused job knows its thread");
@@ -391,7 +395,8 @@ fn release_finished(t: &ThreadState, fiber: JobBox) {
 /// If the job's handle is dropped while it is paused, `pause` does not return: it unwinds the job
 /// (running its destructors), as a panic would. Code that catches panics inside a job should let this
 /// unwind continue: a job that catches it and pauses again is unwound again.
-#[inline]
+// Always inlined for the reason given at `Job::resume`: a `ret` right after a switch is mispredicted.
+#[inline(always)]
 pub fn pause() {
     let t = thread::thread();
     if t.pause_blocked() > 0 {
