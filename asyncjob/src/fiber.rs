@@ -303,9 +303,15 @@ impl<D> Fiber<D> {
         let exit = unsafe {
             sys::asyncjob_fiber_switch(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
         };
-        self.output.set(ptr::null_mut());
+        // The output slot now points at a dead local; it is read only by a closure returning, which
+        // happens only during a switch in, and every switch in sets it first.
         match exit as usize {
-            EXIT_PAUSED => Exit::Paused,
+            EXIT_PAUSED => {
+                // A fiber that paused wrote no result: nothing to drop.
+                debug_assert!(output.is_none());
+                std::mem::forget(output);
+                Exit::Paused
+            }
             EXIT_FINISHED => Exit::Finished(output.expect("a returned closure left its result")),
             other => unreachable!("fiber exit code {other}"),
         }

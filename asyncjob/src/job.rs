@@ -172,15 +172,15 @@ where
     };
     // A job from the pool holds no wait context (`release_finished` took it): only a context given
     // is stored.
-    debug_assert!(fiber.data.wait_ctx.borrow().is_none());
     if let Some(ctx) = wait_ctx {
-        *fiber.data.wait_ctx.borrow_mut() = Some(ctx.clone());
+        let held = fiber.data.wait_ctx.replace(Some(ctx.clone()));
+        debug_assert!(held.is_none());
     }
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, 0, true));
     // SAFETY: `from` is the thread's own context, running now (`resumer` refuses inside a job), and
     // a job from the pool is idle.
-    let exit = t.run_in(&fiber, || unsafe { fiber.launch::<F, R>(from, f) });
+    let exit = t.run_from_thread(&fiber, || unsafe { fiber.launch::<F, R>(from, f) });
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(hook::leave(h, token));
     }
@@ -247,7 +247,8 @@ impl<R: 'static> Job<R> {
             Err(error) => return Err(ResumeError { job: self, error }),
         };
         let fiber = self.into_fiber(t);
-        let exit = switch_with_hook::<R>(t, &fiber, from, Wake::Resume);
+        // `resumer` succeeded: no job runs, `from` is the thread's own context.
+        let exit = switch_with_hook::<R>(t, &fiber, from, SwitchFrom::Thread, Wake::Resume);
         Ok(settle(t, fiber, exit))
     }
 
@@ -258,7 +259,7 @@ impl<R: 'static> Job<R> {
 
     /// The wait context the job was started with (`ASYNC_get_wait_ctx`).
     pub fn wait_ctx(&self) -> Option<WaitCtx> {
-        self.fiber.data.wait_ctx.borrow().clone()
+        self.fiber.data.wait_ctx.cloned()
     }
 
     /// Take the fiber out of the handle, which ends without running its destructor.
@@ -271,6 +272,15 @@ impl<R: 'static> Job<R> {
     }
 }
 
+/// Which context a switch into a job starts from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SwitchFrom {
+    /// The thread's own context: no job runs now.
+    Thread,
+    /// Whichever context runs now, perhaps a job.
+    Running,
+}
+
 /// Switch into a paused job of result type `R`, from the context running now (`from`), with the
 /// switch hook around the switch.
 #[inline(always)]
@@ -278,13 +288,18 @@ fn switch_with_hook<R: 'static>(
     t: &ThreadState,
     fiber: &JobFiber,
     from: Resumer,
+    from_kind: SwitchFrom,
     wake: Wake,
 ) -> Exit<R> {
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, fiber.data.hook_word.get(), false));
-    // SAFETY: the callers pass the context running now, and a job taken out of a paused handle of
-    // type `Job<R>`: suspended in `pause`, launched with a closure returning `R`.
-    let exit = t.run_in(fiber, || unsafe { fiber.resume::<R>(from, wake) });
+    // SAFETY (both arms): the callers pass the context running now, and a job taken out of a paused
+    // handle of type `Job<R>`: suspended in `pause`, launched with a closure returning `R`. (One
+    // closure shared by the arms was not inlined into either.)
+    let exit = match from_kind {
+        SwitchFrom::Thread => t.run_from_thread(fiber, || unsafe { fiber.resume::<R>(from, wake) }),
+        SwitchFrom::Running => t.run_in(fiber, || unsafe { fiber.resume::<R>(from, wake) }),
+    };
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(hook::leave(h, token));
     }
@@ -305,7 +320,7 @@ impl<R: 'static> Drop for Job<R> {
                 // The job unwinds to its root and finishes; whatever its closure owned is dropped
                 // on the way. The result (a caught cancellation, or a value) is dropped too; a
                 // panic raised while unwinding aborts, as any double panic does.
-                match switch_with_hook::<R>(t, &fiber, from, Wake::Cancel) {
+                match switch_with_hook::<R>(t, &fiber, from, SwitchFrom::Running, Wake::Cancel) {
                     Exit::Finished(_) => release_finished(t, fiber),
                     Exit::Paused => unreachable!("a cancelled job cannot pause"),
                 }
@@ -320,7 +335,7 @@ impl<R: 'static> Drop for Job<R> {
 /// Give up a paused job for ever: its stack is never freed or reused. It lets go of its wait
 /// context, which it can no longer use (any handle on its stack keeps the context alive on its own).
 fn leak_job(fiber: JobBox) {
-    let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+    let wait_ctx = fiber.data.wait_ctx.take();
     fiber.leak();
     // Dropped last: this may be the context's last handle, and its fd cleanups are user code.
     drop(wait_ctx);
@@ -375,7 +390,7 @@ pub fn leaked_jobs() -> usize {
 /// context.
 #[inline(always)]
 fn release_finished(t: &ThreadState, fiber: JobBox) {
-    let wait_ctx = fiber.data.wait_ctx.borrow_mut().take();
+    let wait_ctx = fiber.data.wait_ctx.take();
     fiber.data.hook_word.set(0);
     t.give_back(fiber);
     // Dropped after the job is back in the pool: this may be the context's last handle, and its fd
@@ -407,7 +422,11 @@ pub fn pause() {
         // SAFETY: the running job's code is what runs now, on that job's own stack.
         let wake = unsafe { fiber.suspend() }?;
         if wake == Wake::Resume {
-            if let Some(ctx) = fiber.data.wait_ctx.borrow().as_ref() {
+            // SAFETY: the slot of a running job is not written while it runs: it is written before a
+            // start, and by `release_finished`, `leak_job` and `discard`, which only take jobs that
+            // are done or paused, never the running one; the round's end may run user code
+            // (destructors of entries dropped), which has no handle on a running job.
+            if let Some(ctx) = unsafe { fiber.data.wait_ctx.get() } {
                 ctx.start_new_round();
             }
         }
@@ -427,7 +446,7 @@ pub fn current_job() -> Option<JobId> {
 /// job or when the job was started without one.
 pub fn current_wait_ctx() -> Option<WaitCtx> {
     let t = thread::thread();
-    t.with_running(|running| running.and_then(|f| f.data.wait_ctx.borrow().clone()))
+    t.with_running(|running| running.and_then(|f| f.data.wait_ctx.cloned()))
 }
 
 /// The running job's [`Notifier`](crate::Notifier) (`WaitCtx::notifier` of its wait context): `None`

@@ -2,7 +2,7 @@
 //! pool creates (`ASYNC_init_thread`'s sizes). The functions that act on the calling thread's pool
 //! are in `thread.rs`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::ptr::NonNull;
 
 use crate::fiber::{Fiber, FiberBox};
@@ -11,7 +11,7 @@ use crate::wait_ctx::WaitCtx;
 /// What a job keeps between its runs, besides its stack: the payload of a job's fiber.
 #[derive(Default)]
 pub(crate) struct JobData {
-    pub(crate) wait_ctx: RefCell<Option<WaitCtx>>,
+    pub(crate) wait_ctx: JobWaitCtx,
     /// The switch hook's saved word (the job's default `OSSL_LIB_CTX` in the C library).
     pub(crate) hook_word: Cell<usize>,
     /// The state of the thread the job last paused on, set as it pauses. A paused `Job` cannot leave
@@ -20,6 +20,47 @@ pub(crate) struct JobData {
     /// Untyped so that the pool does not name the thread layer above it: only `job.rs` stores and
     /// reads it, as a `&'static ThreadState`.
     pub(crate) paused_on: Cell<Option<NonNull<()>>>,
+}
+
+/// A job's wait context. A `Cell`, not a `RefCell`: it is read on every pause, where a borrow flag
+/// cost more than the read, and written only while its job is not running (before a start, when
+/// the job is done or leaked), which `get` relies on.
+#[derive(Default)]
+pub(crate) struct JobWaitCtx(Cell<Option<WaitCtx>>);
+
+impl JobWaitCtx {
+    /// Store `ctx`, returning the context held before.
+    #[inline]
+    pub(crate) fn replace(&self, ctx: Option<WaitCtx>) -> Option<WaitCtx> {
+        self.0.replace(ctx)
+    }
+
+    /// Take the context out, leaving none.
+    #[inline]
+    pub(crate) fn take(&self) -> Option<WaitCtx> {
+        self.0.take()
+    }
+
+    /// A new handle on the context.
+    pub(crate) fn cloned(&self) -> Option<WaitCtx> {
+        // Cloning a handle runs no user code, so nothing can see the slot empty meanwhile.
+        let ctx = self.0.take();
+        let copy = ctx.clone();
+        self.0.set(ctx);
+        copy
+    }
+
+    /// The context, borrowed.
+    ///
+    /// # Safety
+    ///
+    /// Neither `replace` nor `take` may be called on this slot while the reference lives.
+    #[inline]
+    pub(crate) unsafe fn get(&self) -> Option<&WaitCtx> {
+        // SAFETY: the only writers are `replace` and `take`, excluded by the caller for the life of
+        // the reference; `Cell` is not `Sync`, so no other thread can write.
+        unsafe { (*self.0.as_ptr()).as_ref() }
+    }
 }
 
 /// A job's fiber.
