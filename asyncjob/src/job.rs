@@ -293,12 +293,17 @@ fn switch_with_hook<R: 'static>(
 ) -> Exit<R> {
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, fiber.data.hook_word.get(), false));
-    // SAFETY (both arms): the callers pass the context running now, and a job taken out of a paused
-    // handle of type `Job<R>`: suspended in `pause`, launched with a closure returning `R`. (One
-    // closure shared by the arms was not inlined into either.)
+    // One closure shared by the two arms was inlined into neither, hence the repetition.
     let exit = match from_kind {
-        SwitchFrom::Thread => t.run_from_thread(fiber, || unsafe { fiber.resume::<R>(from, wake) }),
-        SwitchFrom::Running => t.run_in(fiber, || unsafe { fiber.resume::<R>(from, wake) }),
+        SwitchFrom::Thread => {
+            // SAFETY: the callers pass the context running now, and a job taken out of a paused
+            // handle of type `Job<R>`: suspended in `pause`, launched with a closure returning `R`.
+            t.run_from_thread(fiber, || unsafe { fiber.resume::<R>(from, wake) })
+        }
+        SwitchFrom::Running => {
+            // SAFETY: as above.
+            t.run_in(fiber, || unsafe { fiber.resume::<R>(from, wake) })
+        }
     };
     if let (Some(h), Some(token)) = (hook, token) {
         fiber.data.hook_word.set(hook::leave(h, token));
