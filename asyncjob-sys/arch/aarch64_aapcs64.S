@@ -4,8 +4,9 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend, see arch/x86_64_sysv.S):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, or asyncjob__arch_switch when ASYNCJOB_SANITIZERS is defined
- *       (then the C file wraps it with the sanitizer annotations).
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into and asyncjob_fiber_switch_back
+ *       (see asyncjob_fiber.h), or asyncjob__arch_switch{,_into,_back} when ASYNCJOB_SANITIZERS is
+ *       defined (then the C file wraps them with the sanitizer annotations).
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
@@ -159,19 +160,24 @@
 
 #define BTI_C hint #34
 
+/* Sanitizer builds wrap each switch in C (csrc/fiber_asm.c) with the sanitizers' annotations. */
 #ifdef ASYNCJOB_SANITIZERS
 #  define SWITCH_NAME asyncjob__arch_switch
+#  define SWITCH_INTO_NAME asyncjob__arch_switch_into
+#  define SWITCH_BACK_NAME asyncjob__arch_switch_back
 #  define SWITCH_KIND aj_hidden
 #else
 #  define SWITCH_NAME asyncjob_fiber_switch
+#  define SWITCH_INTO_NAME asyncjob_fiber_switch_into
+#  define SWITCH_BACK_NAME asyncjob_fiber_switch_back
 #  define SWITCH_KIND aj_public
 #endif
 
     .text
 
-/* void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) */
-SWITCH_KIND SYM(SWITCH_NAME)
-    .cfi_startproc
+/* Every switch: save the running context's callee-saved registers in a frame on its stack and its
+   stack pointer in `from`; x9 = this frame, x10 = the target's saved stack pointer. */
+.macro aj_switch_save
     aj_cfi_key
     BTI_C
     aj_sign_lr
@@ -210,15 +216,11 @@ SWITCH_KIND SYM(SWITCH_NAME)
     .cfi_offset 79, -8
     mov     x9, sp
     str     x9, [x0]
-    /* The target's link (for unwinding into its resumer) is written only when `to` is being resumed
-       by `from`. When `from` yields back to the context that resumed it (from->link == to->sp), the
-       target's own link must stay: it may be a fiber that was itself resumed by another context. */
     ldr     x10, [x1]
-    ldr     x11, [x0, #8]
-    cmp     x10, x11
-    b.eq    1f
-    str     x9, [x1, #8]
-1:
+.endm
+
+/* Every switch: continue on the target's stack, restore what its frame saved, and return into it. */
+.macro aj_switch_restore
     /* From here on the frame being described is the target's, which has the same layout. */
     mov     sp, x10
     mov     x0, x2
@@ -261,8 +263,44 @@ SWITCH_KIND SYM(SWITCH_NAME)
     /* br rather than ret: the return-address stack would predict our own caller, never right. */
     br      x30
 #endif
+.endm
+
+/* The target's link (for unwinding into its resumer): asyncjob_fiber_switch writes it only when `to`
+   is being resumed by `from`. When `from` yields back to the context that resumed it (from->link ==
+   to->sp), the target's own link must stay: it may be a fiber that was itself resumed by another
+   context. The two specialised entry points below skip that test where the caller knows the answer. */
+
+/* void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) */
+SWITCH_KIND SYM(SWITCH_NAME)
+    .cfi_startproc
+    aj_switch_save
+    ldr     x11, [x0, #8]
+    cmp     x10, x11
+    b.eq    1f
+    str     x9, [x1, #8]
+1:
+    aj_switch_restore
     .cfi_endproc
 aj_end SYM(SWITCH_NAME)
+
+/* void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value):
+   `to` is being resumed (or entered) by `from`, so its link is written. */
+SWITCH_KIND SYM(SWITCH_INTO_NAME)
+    .cfi_startproc
+    aj_switch_save
+    str     x9, [x1, #8]
+    aj_switch_restore
+    .cfi_endproc
+aj_end SYM(SWITCH_INTO_NAME)
+
+/* void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value):
+   `to` is the context that last resumed `from`; its link stays. */
+SWITCH_KIND SYM(SWITCH_BACK_NAME)
+    .cfi_startproc
+    aj_switch_save
+    aj_switch_restore
+    .cfi_endproc
+aj_end SYM(SWITCH_BACK_NAME)
 
 /*
  * First code run by a new fiber, reached by the return (ret or br) of the switch: sp == top, x19 = fn, x20 = arg,

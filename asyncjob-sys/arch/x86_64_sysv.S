@@ -4,8 +4,9 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, or asyncjob__arch_switch when ASYNCJOB_SANITIZERS is defined
- *       (then the C file wraps it with the sanitizer annotations).
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into and asyncjob_fiber_switch_back
+ *       (see asyncjob_fiber.h), or asyncjob__arch_switch{,_into,_back} when ASYNCJOB_SANITIZERS is
+ *       defined (then the C file wraps them with the sanitizer annotations).
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
@@ -54,9 +55,10 @@
  * branch history. The jump lands on a plain return address, which is not IBT-clean, so:
  *
  * Control-flow enforcement: when the build asks for IBT (__CET__ & 1, i.e. -fcf-protection=branch or
- * =full), the switch ends with ret; every global entry point and the trampoline start with endbr64
- * (always), so the object is then IBT-clean and says so in its GNU property note. Without IBT
- * requested no note is emitted (the linker then treats the object as not IBT-ready, which is true).
+ * =full), the switch ends with ret; every global entry point and the trampoline start with endbr64,
+ * so the object is then IBT-clean and says so in its GNU property note. Without IBT requested no note
+ * is emitted (the linker then treats the object as not IBT-ready, which is true) and the switches,
+ * the hot entry points, leave out their endbr64.
  * SHSTK is never claimed: switching stacks without switching shadow stacks would break it.
  *
  * Cost note: stmxcsr is microcoded and slow on some cores (about 2.5 ns per switch on the AMD EPYC
@@ -86,20 +88,37 @@
 #  define ASYNCJOB_IBT 0
 #endif
 
+/* Sanitizer builds wrap each switch in C (csrc/fiber_asm.c) with the sanitizers' annotations. */
 #ifdef ASYNCJOB_SANITIZERS
 #  define SWITCH_BEGIN HIDDEN_BEGIN(asyncjob__arch_switch)
 #  define SWITCH_END FUNC_END(asyncjob__arch_switch)
+#  define SWITCH_INTO_BEGIN HIDDEN_BEGIN(asyncjob__arch_switch_into)
+#  define SWITCH_INTO_END FUNC_END(asyncjob__arch_switch_into)
+#  define SWITCH_BACK_BEGIN HIDDEN_BEGIN(asyncjob__arch_switch_back)
+#  define SWITCH_BACK_END FUNC_END(asyncjob__arch_switch_back)
 #else
 #  define SWITCH_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch)
 #  define SWITCH_END FUNC_END(asyncjob_fiber_switch)
+#  define SWITCH_INTO_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch_into)
+#  define SWITCH_INTO_END FUNC_END(asyncjob_fiber_switch_into)
+#  define SWITCH_BACK_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch_back)
+#  define SWITCH_BACK_END FUNC_END(asyncjob_fiber_switch_back)
+#endif
+/* The switches are only ever called directly (a call lands on them, not an indirect jump), but an
+   IBT-enabled build marks the object IBT-clean, so every global entry point then needs endbr64;
+   without IBT it would be one wasted instruction per switch. */
+#if ASYNCJOB_IBT
+#  define ENDBR endbr64
+#else
+#  define ENDBR
 #endif
 
     .text
 
-/* void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) */
-SWITCH_BEGIN
-    .cfi_startproc
-    endbr64
+/* Every switch: save the running context's callee-saved registers and floating-point control state
+   in a frame on its stack and its stack pointer in `from`; rax = value, rcx = the target's saved stack
+   pointer, r11 = this frame. */
+.macro SWITCH_SAVE
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
     .cfi_offset %rbp, -16
@@ -125,14 +144,11 @@ SWITCH_BEGIN
     movq    %rsp, %r11              /* this frame holds the current floating-point control state */
     movq    %rdx, %rax
     movq    %rsp, (%rdi)
-    /* The target's link (for unwinding into its resumer) is written only when `to` is being resumed
-       by `from`. When `from` yields back to the context that resumed it (from->link == to->sp), the
-       target's own link must stay: it may be a fiber that was itself resumed by another context. */
     movq    (%rsi), %rcx
-    cmpq    %rcx, 8(%rdi)
-    je      1f
-    movq    %rsp, 8(%rsi)
-1:
+.endm
+
+/* Every switch: continue on the target's stack, restore what its frame saved, and return into it. */
+.macro SWITCH_RESTORE
     /* From here on the frame being described is the target's, which has the same layout. */
     movq    %rcx, %rsp
     /* Floating-point control state: loaded only when the target's differs from the current one (the
@@ -191,8 +207,46 @@ SWITCH_BEGIN
     .cfi_register %rip, %rcx
     jmpq    *%rcx
 #endif
+.endm
+
+/* The target's link (for unwinding into its resumer): asyncjob_fiber_switch writes it only when `to`
+   is being resumed by `from`. When `from` yields back to the context that resumed it (from->link ==
+   to->sp), the target's own link must stay: it may be a fiber that was itself resumed by another
+   context. The two specialised entry points below skip that test where the caller knows the answer. */
+
+/* void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) */
+SWITCH_BEGIN
+    .cfi_startproc
+    ENDBR
+    SWITCH_SAVE
+    cmpq    %rcx, 8(%rdi)
+    je      1f
+    movq    %rsp, 8(%rsi)
+1:
+    SWITCH_RESTORE
     .cfi_endproc
 SWITCH_END
+
+/* void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value):
+   `to` is being resumed (or entered) by `from`, so its link is written. */
+SWITCH_INTO_BEGIN
+    .cfi_startproc
+    ENDBR
+    SWITCH_SAVE
+    movq    %rsp, 8(%rsi)
+    SWITCH_RESTORE
+    .cfi_endproc
+SWITCH_INTO_END
+
+/* void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value):
+   `to` is the context that last resumed `from`; its link stays. */
+SWITCH_BACK_BEGIN
+    .cfi_startproc
+    ENDBR
+    SWITCH_SAVE
+    SWITCH_RESTORE
+    .cfi_endproc
+SWITCH_BACK_END
 
 /*
  * First code run by a new fiber, reached by the `ret` of the switch. rsp == top, r12 = fn,

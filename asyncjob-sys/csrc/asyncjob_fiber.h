@@ -80,6 +80,16 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
 void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 
 /*
+ * asyncjob_fiber_switch() for a caller that knows which way it goes, a little cheaper with the asm
+ * backends (the same call elsewhere). _into: `to` is being entered or resumed by `from`, not handing
+ * control back to it. _back: `to` is the context that last switched into `from`. Debuggers and
+ * unwinders walk from a fiber into the context that last resumed it; a switch named for the wrong
+ * direction leaves that walk wrong, nothing else.
+ */
+void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+
+/*
  * Release a fiber that is not running (a never-started fiber is fine). Does not free a caller-provided
  * stack. Must not be given a thread fiber.
  */

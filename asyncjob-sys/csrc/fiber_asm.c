@@ -35,6 +35,8 @@ void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg
 
 #if defined(ASYNCJOB_SANITIZERS)
 void *asyncjob__arch_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob__arch_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob__arch_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 _Thread_local struct asyncjob__san *asyncjob__san_prev;
 #endif
 
@@ -75,6 +77,20 @@ static void sanitizer_entry(void *fiber_ptr, void *first_value) {
 void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
     asyncjob__san_before(&from->san, &to->san);
     void *result = asyncjob__arch_switch(from, to, value);
+    asyncjob__san_after(&from->san);
+    return result;
+}
+
+void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    asyncjob__san_before(&from->san, &to->san);
+    void *result = asyncjob__arch_switch_into(from, to, value);
+    asyncjob__san_after(&from->san);
+    return result;
+}
+
+void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    asyncjob__san_before(&from->san, &to->san);
+    void *result = asyncjob__arch_switch_back(from, to, value);
     asyncjob__san_after(&from->san);
     return result;
 }

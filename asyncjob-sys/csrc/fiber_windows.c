@@ -206,6 +206,14 @@ void *asyncjob_fiber_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *valu
     return from->value;
 }
 
+void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    return asyncjob_fiber_switch(from, to, value);
+}
+
+void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    return asyncjob_fiber_switch(from, to, value);
+}
+
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
     /* A thread fiber is not ours to free (contract); the calling thread's own one is cheap to spot. */
     if (fiber == NULL || fiber == &thread_fiber) {

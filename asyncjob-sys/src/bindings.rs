@@ -52,6 +52,21 @@ unsafe extern "C" {
     ) -> *mut ::core::ffi::c_void;
 }
 unsafe extern "C" {
+    #[doc = " asyncjob_fiber_switch() for a caller that knows which way it goes, a little cheaper with the asm\n backends (the same call elsewhere). _into: `to` is being entered or resumed by `from`, not handing\n control back to it. _back: `to` is the context that last switched into `from`. Debuggers and\n unwinders walk from a fiber into the context that last resumed it; a switch named for the wrong\n direction leaves that walk wrong, nothing else."]
+    pub fn asyncjob_fiber_switch_into(
+        from: *mut asyncjob_fiber,
+        to: *mut asyncjob_fiber,
+        value: *mut ::core::ffi::c_void,
+    ) -> *mut ::core::ffi::c_void;
+}
+unsafe extern "C" {
+    pub fn asyncjob_fiber_switch_back(
+        from: *mut asyncjob_fiber,
+        to: *mut asyncjob_fiber,
+        value: *mut ::core::ffi::c_void,
+    ) -> *mut ::core::ffi::c_void;
+}
+unsafe extern "C" {
     #[doc = " Release a fiber that is not running (a never-started fiber is fine). Does not free a caller-provided\n stack. Must not be given a thread fiber."]
     pub fn asyncjob_fiber_free(fiber: *mut asyncjob_fiber);
 }

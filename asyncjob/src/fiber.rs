@@ -10,7 +10,9 @@
 //! launcher (on a fiber's first run of a closure, passed as the switch's value) and an output slot
 //! where the closure's result goes when it returns. The fiber reports back with one of two exit
 //! codes; the resumer reads the slot only after control has come back, while the fiber is suspended,
-//! so the two never touch it at the same time.
+//! so the two never touch it at the same time. Control enters a fiber with
+//! `asyncjob_fiber_switch_into` and leaves it with `asyncjob_fiber_switch_back`, the switch's
+//! variants that know their direction (they keep the fiber's unwinding link without testing it).
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -301,7 +303,7 @@ impl<D> Fiber<D> {
         // SAFETY: `from` is the context running now and this fiber is idle or suspended (guaranteed by
         // the caller). `output` stays alive and unused here until the switch returns.
         let exit = unsafe {
-            sys::asyncjob_fiber_switch(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
+            sys::asyncjob_fiber_switch_into(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
         };
         // The output slot now points at a dead local; it is read only by a closure returning, which
         // happens only during a switch in, and every switch in sets it first.
@@ -336,7 +338,7 @@ impl<D> Fiber<D> {
         // SAFETY: this fiber is the one running (guaranteed by the caller), and its resumer is
         // suspended inside `switch_in`, waiting for exactly this switch.
         let wake = unsafe {
-            sys::asyncjob_fiber_switch(
+            sys::asyncjob_fiber_switch_back(
                 self.raw.get(),
                 self.resumer.get(),
                 EXIT_PAUSED as *mut c_void,
@@ -445,7 +447,7 @@ extern "C" fn fiber_root<D>(arg: *mut c_void, first: *mut c_void) {
         unsafe { (launch.run)(launch.closure, fiber) };
         // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit.
         message = unsafe {
-            sys::asyncjob_fiber_switch(
+            sys::asyncjob_fiber_switch_back(
                 fiber.raw.get(),
                 fiber.resumer.get(),
                 EXIT_FINISHED as *mut c_void,
