@@ -14,8 +14,9 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use asyncjob::{AsyncFd, StackAllocator, StackMemory, SwitchHook, WaitCallback, WaitCtx, WaitKey};
+use asyncjob::{AsyncFd, StackAllocator, StackMemory, WaitCallback, WaitCtx, WaitKey};
 
+use crate::libctx::{self, GlobalDefaultFn, Set0DefaultFn};
 use crate::state::{self, ErrorKind, Outcome};
 
 const ASYNC_ERR: c_int = 0;
@@ -60,6 +61,7 @@ struct Crypto {
     err_set_debug: Option<ErrSetDebugFn>,
     err_set_error: Option<ErrSetErrorFn>,
     set0_default: Option<Set0DefaultFn>,
+    global_default: Option<GlobalDefaultFn>,
     /// Whether libcrypto will tell us when `OPENSSL_cleanup()` runs (see `crypto_alive`).
     cleanup_watched: bool,
 }
@@ -72,8 +74,6 @@ type ErrNewFn = unsafe extern "C" fn();
 type ErrSetDebugFn = unsafe extern "C" fn(*const c_char, c_int, *const c_char);
 /// `void ERR_set_error(int lib, int reason, const char *fmt, ...)`
 type ErrSetErrorFn = unsafe extern "C" fn(c_int, c_int, *const c_char, ...);
-/// `OSSL_LIB_CTX *OSSL_LIB_CTX_set0_default(OSSL_LIB_CTX *libctx)`
-type Set0DefaultFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
 static CRYPTO: OnceLock<Crypto> = OnceLock::new();
 
@@ -109,6 +109,9 @@ fn crypto() -> &'static Crypto {
                 set0_default: std::mem::transmute::<*mut c_void, Option<Set0DefaultFn>>(lookup(
                     c"OSSL_LIB_CTX_set0_default",
                 )),
+                global_default: std::mem::transmute::<*mut c_void, Option<GlobalDefaultFn>>(
+                    lookup(c"OSSL_LIB_CTX_get0_global_default"),
+                ),
                 cleanup_watched: false,
             }
         };
@@ -118,7 +121,9 @@ fn crypto() -> &'static Crypto {
         };
         if let Some(set0) = found.set0_default {
             // Installed before the first job can start (every start goes through here first).
-            asyncjob::set_switch_hook(Box::leak(Box::new(LibCtxHook { set0 })));
+            // The key libcrypto deletes in OPENSSL_cleanup() is read only when we hear of it.
+            let hook = libctx::hook(set0, found.global_default, found.cleanup_watched);
+            asyncjob::set_switch_hook(Box::leak(Box::new(hook)));
         }
         found
     })
@@ -177,6 +182,8 @@ static CRYPTO_STATE: AtomicU8 = AtomicU8::new(CRYPTO_UNKNOWN);
 /// `crypto_alive` asks libcrypto again, and gets false.
 extern "C" fn on_openssl_cleanup() {
     CRYPTO_STATE.store(CRYPTO_STOPPED, Ordering::Relaxed);
+    // The cleanup deletes the key the switch hook may read.
+    libctx::forget_default_key();
 }
 
 /// `int OPENSSL_atexit(void (*handler)(void))`
@@ -239,56 +246,6 @@ fn raise(reason: c_int, func: &'static std::ffi::CStr, line: u32) {
             );
             set(ERR_LIB_ASYNC, reason, ptr::null());
         }
-    }
-}
-
-/// Keeps each job's default `OSSL_LIB_CTX` across its pauses, as OpenSSL's `ASYNC_start_job` does
-/// with `OSSL_LIB_CTX_set0_default` (reference §3). The job word is the job's saved default.
-///
-/// OpenSSL calls `set0_default(ctx)` on the way in and out of every run, each call a read and a
-/// `pthread_setspecific`. Here each side reads the current default (`set0_default(NULL)` only reads
-/// it) and stores only when the wanted default differs. The thread's default after each side, and
-/// the defaults remembered, are the same as OpenSSL's: storing the value already current changes
-/// nothing (`set0_default` maps the global default to the NULL it keeps for it, and reading never
-/// returns NULL), so only the store that would change it is made.
-struct LibCtxHook {
-    set0: Set0DefaultFn,
-}
-
-impl LibCtxHook {
-    /// The thread's current default `OSSL_LIB_CTX` (never NULL in OpenSSL 3.x).
-    #[inline(always)]
-    fn current(&self) -> usize {
-        // SAFETY: set0_default(NULL) only reads the thread's default.
-        unsafe { (self.set0)(ptr::null_mut()) as usize }
-    }
-
-    /// Make `ctx` the thread's default; it was not current.
-    #[inline(always)]
-    fn install(&self, ctx: usize) {
-        // SAFETY: `ctx` is a library context that set0_default handed out earlier.
-        unsafe { (self.set0)(ctx as *mut c_void) };
-    }
-}
-
-impl SwitchHook for LibCtxHook {
-    fn enter(&self, job_word: usize, first_entry: bool) -> usize {
-        // A new job runs with the caller's default; a resumed one gets its own back. Either way the
-        // caller's current default is the token.
-        let caller = self.current();
-        if !first_entry && job_word != 0 && job_word != caller {
-            self.install(job_word);
-        }
-        caller
-    }
-
-    fn leave(&self, caller_token: usize) -> usize {
-        // The job's default as it left it is its new word; the caller gets its own back.
-        let job = self.current();
-        if job != caller_token {
-            self.install(caller_token);
-        }
-        job
     }
 }
 

@@ -11,9 +11,12 @@
 //! same calls (so it fails the same way after `OPENSSL_cleanup`), errors on OpenSSL's error queue,
 //! and a per-job default `OSSL_LIB_CTX`.
 //!
-//! All `unsafe` code is in the `ffi` module.
+//! `unsafe` code is in two modules: `ffi` (the pointers C hands us, the calls into libcrypto) and
+//! `libctx` (the per-job default `OSSL_LIB_CTX`, which reads libcrypto's thread default). `ffi`
+//! uses `libctx` and `state`, which know nothing of it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod ffi;
+mod libctx;
 mod state;

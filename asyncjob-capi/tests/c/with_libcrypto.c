@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <pthread.h>
 
 static OSSL_LIB_CTX *current_default(void)
 {
@@ -103,6 +104,91 @@ static void test_libctx(void)
     ASYNC_cleanup_thread();
 }
 
+/* The first ASYNC call of the process (here, before any other) leaves the calling thread's default
+   as it was, whatever the library does to learn about libcrypto. */
+static void test_first_call_keeps_the_default(void)
+{
+    OSSL_LIB_CTX *global = current_default();
+    OSSL_LIB_CTX *mine = OSSL_LIB_CTX_new();
+
+    CHECK(mine != NULL);
+    OSSL_LIB_CTX_set0_default(mine);
+    CHECK(ASYNC_get_current_job() == NULL);
+    CHECK(current_default() == mine);
+    OSSL_LIB_CTX_set0_default(global);
+    CHECK(current_default() == global);
+    OSSL_LIB_CTX_free(mine);
+}
+
+/* Defaults are per thread: a job on a second thread starts with that thread's default and keeps its
+   own across a pause, while a job paused on the main thread keeps the main thread's. */
+static int other_thread_failures;
+
+static int job_on_other_thread(void *arg)
+{
+    /* The args copy holds the pointer to [0] the thread's default, [1] the job's own. */
+    OSSL_LIB_CTX **ctxs = *(OSSL_LIB_CTX ***)arg;
+    if (current_default() != ctxs[0])
+        other_thread_failures++;
+    OSSL_LIB_CTX_set0_default(ctxs[1]);
+    ASYNC_pause_job();
+    if (current_default() != ctxs[1])
+        other_thread_failures++;
+    return 1;
+}
+
+static void *other_thread(void *arg)
+{
+    OSSL_LIB_CTX **ctxs = arg;
+    /* A wait ctx: OpenSSL 3.0 crashes when a job started without one pauses. */
+    ASYNC_WAIT_CTX *wctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *job = NULL;
+    int ret = 0;
+
+    OSSL_LIB_CTX_set0_default(ctxs[0]);
+    if (ASYNC_start_job(&job, wctx, &ret, job_on_other_thread, &ctxs, sizeof(ctxs)) != ASYNC_PAUSE)
+        other_thread_failures++;
+    if (current_default() != ctxs[0])
+        other_thread_failures++;
+    if (ASYNC_start_job(&job, wctx, &ret, job_on_other_thread, &ctxs, sizeof(ctxs)) != ASYNC_FINISH)
+        other_thread_failures++;
+    if (current_default() != ctxs[0])
+        other_thread_failures++;
+    ASYNC_WAIT_CTX_free(wctx);
+    ASYNC_cleanup_thread();
+    return NULL;
+}
+
+static void test_libctx_per_thread(void)
+{
+    OSSL_LIB_CTX *global = current_default();
+    OSSL_LIB_CTX *main_job_ctx = OSSL_LIB_CTX_new(), *thread_ctx = OSSL_LIB_CTX_new(),
+                 *thread_job_ctx = OSSL_LIB_CTX_new();
+    OSSL_LIB_CTX *ctxs[2] = {thread_ctx, thread_job_ctx};
+    ASYNC_WAIT_CTX *wctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *job = NULL;
+    pthread_t t;
+    int ret = 0;
+
+    CHECK(main_job_ctx != NULL && thread_ctx != NULL && thread_job_ctx != NULL);
+    l1 = main_job_ctx;
+    global_ctx = global;
+    libctx_failures = 0;
+    /* libctx_job: inherits the global default, sets l1, pauses, expects l1 back. */
+    CHECK_EQ(ASYNC_start_job(&job, wctx, &ret, libctx_job, NULL, 0), ASYNC_PAUSE);
+    CHECK_EQ(pthread_create(&t, NULL, other_thread, ctxs), 0);
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    CHECK_EQ(other_thread_failures, 0);
+    CHECK(current_default() == global);
+    CHECK_EQ(ASYNC_start_job(&job, wctx, &ret, libctx_job, NULL, 0), ASYNC_FINISH);
+    CHECK_EQ(libctx_failures, 0);
+    CHECK(current_default() == global);
+    ASYNC_WAIT_CTX_free(wctx);
+    OSSL_LIB_CTX_free(main_job_ctx);
+    OSSL_LIB_CTX_free(thread_ctx);
+    OSSL_LIB_CTX_free(thread_job_ctx);
+    ASYNC_cleanup_thread();
+}
 
 static void test_after_cleanup(void)
 {
@@ -187,9 +273,11 @@ static void test_deviation_errors(void)
 
 int main(void)
 {
+    test_first_call_keeps_the_default();
     test_errors();
     test_huge_args_error();
     test_libctx();
+    test_libctx_per_thread();
 #ifndef TEST_OPENSSL
     test_deviation_errors();
 #endif
