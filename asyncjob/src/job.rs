@@ -6,7 +6,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::NonNull;
 
 use crate::error::Error;
 use crate::fiber::{self, Exit, Resumer, Wake};
@@ -197,7 +196,6 @@ fn settle<R: 'static>(t: &'static ThreadState, fiber: JobBox, exit: Exit<R>) -> 
     match exit {
         Exit::Paused => {
             t.count_outstanding(1);
-            fiber.data.paused_on.set(Some(NonNull::from(t).cast()));
             Resumed::Paused(Job {
                 fiber: ManuallyDrop::new(fiber),
                 _not_send: PhantomData,
@@ -236,12 +234,10 @@ impl<R: 'static> Job<R> {
     // (25 ns instead of 10 ns per pause→resume in the conformance report's loop).
     #[inline(always)]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
-        let paused_on = self.fiber.data.paused_on.get();
-        debug_assert!(paused_on.is_some(), "a paused job knows its thread");
-        // SAFETY: a `Job` is made only by `settle` as its job pauses, which records the thread's
-        // state, a `&'static ThreadState`. It is the calling thread's: a `Job` is not `Send`, so it
-        // is resumed on the thread it paused on.
-        let t: &'static ThreadState = unsafe { paused_on.unwrap_unchecked().cast().as_ref() };
+        // SAFETY: `owner` is the `&'static ThreadState` of the thread that made the job (see
+        // `JobData::owner`), and it is the calling thread's: jobs never leave their thread, and a
+        // `Job` is not `Send`.
+        let t: &'static ThreadState = unsafe { self.fiber.data.owner.cast().as_ref() };
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),

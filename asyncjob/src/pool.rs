@@ -9,17 +9,27 @@ use crate::fiber::{Fiber, FiberBox};
 use crate::wait_ctx::WaitCtx;
 
 /// What a job keeps between its runs, besides its stack: the payload of a job's fiber.
-#[derive(Default)]
 pub(crate) struct JobData {
     pub(crate) wait_ctx: JobWaitCtx,
     /// The switch hook's saved word (the job's default `OSSL_LIB_CTX` in the C library).
     pub(crate) hook_word: Cell<usize>,
-    /// The state of the thread the job last paused on, set as it pauses. A paused `Job` cannot leave
-    /// that thread (it is not `Send`), so its resume finds the thread's state here, saving the
-    /// thread-local lookup (a call into the dynamic linker when asyncjob is in a shared library).
-    /// Untyped so that the pool does not name the thread layer above it: only `job.rs` stores and
-    /// reads it, as a `&'static ThreadState`.
-    pub(crate) paused_on: Cell<Option<NonNull<()>>>,
+    /// The state of the thread that made the job. A job never leaves that thread (pools are per
+    /// thread and a paused `Job` is not `Send`), so a resume finds the thread's state here, saving
+    /// the thread-local lookup (a call into the dynamic linker when asyncjob is in a shared library).
+    /// Untyped so that the pool does not name the thread layer above it: the thread layer stores it
+    /// and `job.rs` reads it, as a `&'static ThreadState`.
+    pub(crate) owner: NonNull<()>,
+}
+
+impl JobData {
+    /// The data of a new job made by the thread whose state is `owner`.
+    pub(crate) fn new(owner: NonNull<()>) -> JobData {
+        JobData {
+            wait_ctx: JobWaitCtx::default(),
+            hook_word: Cell::new(0),
+            owner,
+        }
+    }
 }
 
 /// A job's wait context. A `Cell`, not a `RefCell`: it is read on every pause, where a borrow flag

@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use crate::error::Error;
 use crate::fiber::{self, Resumer};
@@ -240,7 +240,7 @@ impl ThreadState {
             }
         }
         // Created outside the pool borrow: a custom stack allocator is user code.
-        let Some(job) = JobFiber::create(JobData::default()) else {
+        let Some(job) = JobFiber::create(JobData::new(NonNull::from(self).cast())) else {
             return Ok(None);
         };
         if let Some(pool) = self.pool.borrow_mut().as_mut() {
@@ -305,14 +305,14 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
     if !fiber::is_capable() {
         return Err(Error::NotCapable);
     }
+    let t = thread();
     let mut idle = Vec::with_capacity(init_size);
     for _ in 0..init_size {
-        match JobFiber::create(JobData::default()) {
+        match JobFiber::create(JobData::new(NonNull::from(t).cast())) {
             Some(job) => idle.push(job),
             None => break,
         }
     }
-    let t = thread();
     if !t.may_make_pool() {
         return Err(Error::ThreadSetup);
     }
