@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -104,8 +105,8 @@ enum Stack {
 /// Type-erased first run of a closure: it lives on the resumer's stack until the fiber moves it onto
 /// its own.
 struct Launch<D> {
-    closure: *mut (),
-    run: unsafe fn(*mut (), &Fiber<D>),
+    closure: *const (),
+    run: unsafe fn(*const (), &Fiber<D>),
 }
 
 /// A fiber: its saved context, its stack, and a payload `D` for the layers above. Owned through a
@@ -258,18 +259,17 @@ impl<D> Fiber<D> {
         F: FnOnce() -> R + 'static,
         R: 'static,
     {
-        let mut closure = Some(f);
+        // The fiber moves the closure out (its first action on being launched); never dropped here.
+        let closure = ManuallyDrop::new(f);
         let launch = Launch::<D> {
-            closure: (&mut closure as *mut Option<F>).cast(),
+            closure: ptr::from_ref(&closure).cast(),
             run: run_closure::<F, R, D>,
         };
         self.cancelling.set(false);
         // The launcher travels as the switch's value: `fiber_root` receives it as its first value
         // or as the return of the switch that ended the fiber's previous closure.
         // SAFETY: guaranteed by the caller; `launch` and `closure` live until the switch returns.
-        let exit = unsafe { self.switch_in::<R>(from, &launch as *const Launch<D> as usize) };
-        debug_assert!(closure.is_none(), "the fiber took the closure");
-        exit
+        unsafe { self.switch_in::<R>(from, &launch as *const Launch<D> as usize) }
     }
 
     /// Continue a suspended fiber until it suspends again or its closure returns. With
@@ -440,7 +440,7 @@ extern "C" fn fiber_root<D>(arg: *mut c_void, first: *mut c_void) {
         // An idle fiber is only ever entered by `Fiber::launch` (resume and cancel go to suspended
         // fibers), so every message arriving here is a launcher.
         // SAFETY: `launch` passes the address of a `Launch<D>` on its own stack, alive until this
-        // fiber switches back; it holds a closure of type `Option<F>` and the matching
+        // fiber switches back; it holds a closure of type `ManuallyDrop<F>` and the matching
         // `run_closure::<F, R, D>`.
         let launch = unsafe { &*message.cast::<Launch<D>>() };
         // SAFETY: as above.
@@ -477,12 +477,14 @@ impl Drop for AbortOnForeignUnwind {
 ///
 /// # Safety
 ///
-/// `closure` must point to a live `Option<F>` holding the closure, and the fiber's output slot must
-/// point to a live `Option<thread::Result<R>>` whenever the closure returns.
-unsafe fn run_closure<F: FnOnce() -> R, R, D>(closure: *mut (), fiber: &Fiber<D>) {
-    // SAFETY: guaranteed by the caller; the closure is moved onto this stack before the first pause,
-    // so the resumer's copy may go away afterwards.
-    let f = unsafe { (*closure.cast::<Option<F>>()).take() }.expect("the closure is launched once");
+/// `closure` must point to a live `ManuallyDrop<F>` holding the closure, which this call moves out
+/// (its owner never touches it again), and the fiber's output slot must point to a live
+/// `Option<thread::Result<R>>` whenever the closure returns.
+unsafe fn run_closure<F: FnOnce() -> R, R, D>(closure: *const (), fiber: &Fiber<D>) {
+    // SAFETY: guaranteed by the caller (`ManuallyDrop<F>` has the layout of `F`); the closure is
+    // moved onto this stack before the first pause, so the resumer's copy may go away afterwards,
+    // and its owner never drops it.
+    let f = unsafe { closure.cast::<F>().read() };
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let foreign = AbortOnForeignUnwind;
         let r = f();
