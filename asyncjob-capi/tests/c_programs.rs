@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How a test program is linked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,10 +86,14 @@ fn out_dir() -> PathBuf {
     dir
 }
 
-/// Compiles `tests/c/<name>.c` into an executable linked as `link`.
+/// Compiles `tests/c/<name>.c` into an executable linked as `link`. Each call writes a file of its
+/// own: tests run in parallel, and one rewriting an executable that another runs made the other
+/// fail to start it ("Permission denied", exit status 126).
 fn build(name: &str, link: Link) -> PathBuf {
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::Relaxed);
     let src = manifest_dir().join("tests/c").join(format!("{name}.c"));
-    let bin = out_dir().join(format!("{name}-{link:?}"));
+    let bin = out_dir().join(format!("{name}-{link:?}-{n}"));
     let libdir = lib_dir();
     let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
     cmd.args(["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"])
