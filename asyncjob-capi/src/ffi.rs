@@ -174,12 +174,15 @@ fn crypto_alive_call() -> bool {
 
 const CRYPTO_UNKNOWN: u8 = 0;
 const CRYPTO_ALIVE: u8 = 1;
+// The cleanup is heard of only on Linux (`watch_cleanup`): elsewhere the next three are unused.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const CRYPTO_STOPPED: u8 = 2;
 /// Whether `OPENSSL_init_crypto(OPENSSL_INIT_ASYNC)` is known to succeed.
 static CRYPTO_STATE: AtomicU8 = AtomicU8::new(CRYPTO_UNKNOWN);
 
 /// Run by libcrypto inside `OPENSSL_cleanup()` (after it has marked itself stopped): from now on
 /// `crypto_alive` asks libcrypto again, and gets false.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 extern "C" fn on_openssl_cleanup() {
     CRYPTO_STATE.store(CRYPTO_STOPPED, Ordering::Relaxed);
     // The cleanup deletes the key the switch hook may read.
@@ -187,6 +190,7 @@ extern "C" fn on_openssl_cleanup() {
 }
 
 /// `int OPENSSL_atexit(void (*handler)(void))`
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 type AtExitFn = unsafe extern "C" fn(extern "C" fn()) -> c_int;
 
 /// Asks libcrypto to tell us when `OPENSSL_cleanup()` runs; true when it will.

@@ -45,18 +45,20 @@ pub(crate) fn hook(
     LibCtxHook { set0, global }
 }
 
-/// Stop reading libcrypto's key: `OPENSSL_cleanup()` deletes it.
+/// Stop reading libcrypto's key: `OPENSSL_cleanup()` deletes it (heard of only on Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn forget_default_key() {
     DEFAULT_KEY.store(NO_KEY, Ordering::Relaxed);
 }
 
 /// Whether the hook reads libcrypto's key directly.
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 fn reads_key_directly() -> bool {
     DEFAULT_KEY.load(Ordering::Relaxed) != NO_KEY
 }
 
 /// Two addresses that no library context has, set as the calling thread's default for a moment.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 static PROBES: [u8; 2] = [0; 2];
 
 /// The one pthread key whose value on this thread follows `set0_default` exactly: it holds each of
@@ -120,6 +122,7 @@ pub(crate) struct LibCtxHook {
     set0: Set0DefaultFn,
     /// `OSSL_LIB_CTX_get0_global_default()`, which the key's NULL stands for (0 when unknown, and
     /// then the key is never read).
+    #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
     global: usize,
 }
 
@@ -127,12 +130,17 @@ impl LibCtxHook {
     /// The thread's current default `OSSL_LIB_CTX` (never NULL in OpenSSL 3.x).
     #[inline(always)]
     fn current(&self) -> usize {
-        let key = DEFAULT_KEY.load(Ordering::Relaxed);
-        if key != NO_KEY {
-            // SAFETY: the key libcrypto keeps the thread's default in (`find_default_key`), not yet
-            // deleted: `OPENSSL_cleanup()` forgets it first.
-            let value = unsafe { libc::pthread_getspecific(key as libc::pthread_key_t) } as usize;
-            return if value == 0 { self.global } else { value };
+        // Only glibc's key is ever found (`find_default_key`).
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let key = DEFAULT_KEY.load(Ordering::Relaxed);
+            if key != NO_KEY {
+                // SAFETY: the key libcrypto keeps the thread's default in (`find_default_key`), not
+                // yet deleted: `OPENSSL_cleanup()` forgets it first.
+                let value =
+                    unsafe { libc::pthread_getspecific(key as libc::pthread_key_t) } as usize;
+                return if value == 0 { self.global } else { value };
+            }
         }
         // SAFETY: set0_default(NULL) only reads the thread's default.
         unsafe { (self.set0)(ptr::null_mut()) as usize }
