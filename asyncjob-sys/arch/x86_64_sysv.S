@@ -117,8 +117,11 @@
 
 /* Every switch: save the running context's callee-saved registers and floating-point control state
    in a frame on its stack and its stack pointer in `from`; rax = value, rcx = the target's saved stack
-   pointer, r11 = this frame. */
-.macro SWITCH_SAVE
+   pointer, r11 = this frame.
+   Both macros name their parameter, the size of the floating-point slot: Apple's assembler reads
+   `$8` in the body of a macro without named parameters as its eighth argument (`subq $8` became
+   `subq , %rsp`, and `$0xffc0` would become the symbol `xffc0`). */
+.macro SWITCH_SAVE fp_slot=8
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
     .cfi_offset %rbp, -16
@@ -137,8 +140,8 @@
     pushq   %r15
     .cfi_adjust_cfa_offset 8
     .cfi_offset %r15, -56
-    subq    $8, %rsp
-    .cfi_adjust_cfa_offset 8
+    subq    $\fp_slot, %rsp
+    .cfi_adjust_cfa_offset \fp_slot
     stmxcsr (%rsp)
     fnstcw  4(%rsp)
     movq    %rsp, %r11              /* this frame holds the current floating-point control state */
@@ -148,7 +151,7 @@
 .endm
 
 /* Every switch: continue on the target's stack, restore what its frame saved, and return into it. */
-.macro SWITCH_RESTORE
+.macro SWITCH_RESTORE fp_slot=8
     /* From here on the frame being described is the target's, which has the same layout. */
     movq    %rcx, %rsp
     /* Floating-point control state: loaded only when the target's differs from the current one (the
@@ -176,8 +179,8 @@
     ldmxcsr (%rsp)
     fldcw   4(%rsp)
 2:
-    addq    $8, %rsp
-    .cfi_adjust_cfa_offset -8
+    addq    $\fp_slot, %rsp
+    .cfi_adjust_cfa_offset -\fp_slot
     popq    %r15
     .cfi_adjust_cfa_offset -8
     .cfi_restore %r15
