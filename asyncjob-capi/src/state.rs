@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ptr;
 
 use asyncjob::{Error, Job, ResumeError, Resumed, Started, WaitCtx};
 
@@ -161,6 +162,8 @@ impl Drop for ThreadState {
     /// freed or reused, because the C code may have published the address of a local (a wait node in
     /// a global list, say) that must stay valid. Counted by `asyncjob::leaked_jobs()`.
     fn drop(&mut self) {
+        // From here on `with_state` looks `STATE` up and finds it destroyed.
+        StateAddr::set(0);
         let recent = self.recent_job.take();
         let rest = self.paused.get_mut().drain().map(|(_, e)| e.job);
         for job in recent.into_iter().chain(rest) {
@@ -183,6 +186,40 @@ thread_local! {
     };
 }
 
+asyncjob::thread_word! {
+    /// The address of this thread's `STATE` while it is alive, 0 before the thread's first lookup
+    /// and after its destructor: read instead of `STATE` itself, which in a shared library costs a
+    /// `__tls_get_addr` call on every start and resume.
+    struct StateAddr = "asyncjob_capi_state_addr";
+}
+
+/// `f` with this thread's state; `None` once it has been destroyed (thread exit).
+#[inline(always)]
+fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
+    let mut addr = StateAddr::get() as *const ThreadState;
+    if addr.is_null() {
+        addr = state_first_lookup()?;
+    }
+    // SAFETY: a non-zero word is the address of this thread's `STATE`, set by `state_first_lookup`
+    // while it was alive and cleared first thing by its destructor, so `STATE` is alive now. It stays
+    // so while `f` runs: a thread-local is destroyed only when its thread exits, which cannot happen
+    // inside `f` (a thread exiting from inside a job aborts the process).
+    Some(f(unsafe { &*addr }))
+}
+
+/// The address of this thread's `STATE`, kept in `StateAddr`; `None` once it has been destroyed.
+#[cold]
+#[inline(never)]
+fn state_first_lookup() -> Option<*const ThreadState> {
+    STATE
+        .try_with(|st| {
+            let addr = ptr::from_ref(st);
+            StateAddr::set(addr as usize);
+            addr
+        })
+        .ok()
+}
+
 fn finished(result: JobResult) -> Outcome {
     result.map_or(Outcome::ArgsNotCopied, Outcome::Finished)
 }
@@ -193,64 +230,62 @@ pub(crate) fn start<F>(wait_ctx: Option<&WaitCtx>, ctx: usize, f: F) -> Outcome
 where
     F: FnOnce() -> JobResult + 'static,
 {
-    STATE
-        .try_with(|st| {
-            let outer = st.running_ctx.replace(ctx);
-            let started = asyncjob::start(wait_ctx, f);
-            st.running_ctx.set(outer);
-            match started {
-                Ok(Started::Finished(v)) => finished(v),
-                Ok(Started::Paused(job)) => {
-                    let id = job.id().addr();
-                    st.park(id, job, ctx);
-                    Outcome::Paused(id)
-                }
-                Ok(Started::NoJobs(_)) => Outcome::NoJobs,
-                Err(e) => Outcome::Failed(ErrorKind::from(&e)),
+    with_state(|st| {
+        let outer = st.running_ctx.replace(ctx);
+        let started = asyncjob::start(wait_ctx, f);
+        st.running_ctx.set(outer);
+        match started {
+            Ok(Started::Finished(v)) => finished(v),
+            Ok(Started::Paused(job)) => {
+                let id = job.id().addr();
+                st.park(id, job, ctx);
+                Outcome::Paused(id)
             }
-        })
-        .unwrap_or(Outcome::Failed(ErrorKind::Other))
+            Ok(Started::NoJobs(_)) => Outcome::NoJobs,
+            Err(e) => Outcome::Failed(ErrorKind::from(&e)),
+        }
+    })
+    .unwrap_or(Outcome::Failed(ErrorKind::Other))
 }
 
 /// Resumes the job paused on this thread under `id` (`ASYNC_start_job` with `*job != NULL`).
 #[inline]
 pub(crate) fn resume(id: usize) -> Outcome {
-    STATE
-        .try_with(|st| {
-            let Some((job, ctx)) = st.unpark(id) else {
-                return Outcome::Unknown;
-            };
-            let outer = st.running_ctx.replace(ctx);
-            let resumed = job.resume();
-            st.running_ctx.set(outer);
-            match resumed {
-                Ok(Resumed::Finished(v)) => finished(v),
-                Ok(Resumed::Paused(job)) => {
-                    st.park(id, job, ctx);
-                    Outcome::Paused(id)
-                }
-                Err(ResumeError { job, error }) => {
-                    st.park(id, job, ctx);
-                    Outcome::Failed(ErrorKind::from(&error))
-                }
+    with_state(|st| {
+        let Some((job, ctx)) = st.unpark(id) else {
+            return Outcome::Unknown;
+        };
+        let outer = st.running_ctx.replace(ctx);
+        let resumed = job.resume();
+        st.running_ctx.set(outer);
+        match resumed {
+            Ok(Resumed::Finished(v)) => finished(v),
+            Ok(Resumed::Paused(job)) => {
+                st.park(id, job, ctx);
+                Outcome::Paused(id)
             }
-        })
-        .unwrap_or(Outcome::Failed(ErrorKind::Other))
+            Err(ResumeError { job, error }) => {
+                st.park(id, job, ctx);
+                Outcome::Failed(ErrorKind::from(&error))
+            }
+        }
+    })
+    .unwrap_or(Outcome::Failed(ErrorKind::Other))
 }
 
 /// The wait ctx pointer of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of
 /// this thread; 0 for anything else (a finished job has none, as in OpenSSL).
 pub(crate) fn wait_ctx_of(id: usize) -> usize {
     if asyncjob::current_job().is_some_and(|j| j.addr() == id) {
-        return STATE.try_with(|st| st.running_ctx.get()).unwrap_or(0);
+        return with_state(|st| st.running_ctx.get()).unwrap_or(0);
     }
-    STATE.try_with(|st| st.ctx_of(id).unwrap_or(0)).unwrap_or(0)
+    with_state(|st| st.ctx_of(id).unwrap_or(0)).unwrap_or(0)
 }
 
 /// How many jobs are paused on this thread.
 #[cfg(test)]
 pub(crate) fn paused_count() -> usize {
-    STATE.try_with(ThreadState::len).unwrap_or(0)
+    with_state(ThreadState::len).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -317,22 +352,45 @@ mod tests {
 
     #[test]
     fn jobs_paused_at_thread_exit_are_leaked_and_counted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// What `wait_ctx_of` said for the last paused job once the table was destroyed.
+        static SEEN_AFTER_EXIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+        /// Destroyed after `STATE` (thread-local destructors run newest first, and this one is
+        /// registered before `STATE` is first reached): asks the destroyed table for a job.
+        struct AskAfterExit(Cell<usize>);
+        impl Drop for AskAfterExit {
+            fn drop(&mut self) {
+                SEEN_AFTER_EXIT.store(wait_ctx_of(self.0.get()), Ordering::SeqCst);
+            }
+        }
+        thread_local! {
+            static ASK: AskAfterExit = const { AskAfterExit(Cell::new(0)) };
+        }
+
         let before = asyncjob::leaked_jobs();
         std::thread::spawn(|| {
+            ASK.with(|_| {});
             // Two, so that both the one-entry slot and the map are emptied at thread exit.
             for i in 0..2 {
-                let started = start(None, 0, move || {
+                let started = start(None, 9, move || {
                     asyncjob::pause();
                     Some(i)
                 });
-                assert!(matches!(started, Outcome::Paused(_)), "{started:?}");
+                let Outcome::Paused(id) = started else {
+                    panic!("expected a pause, got {started:?}");
+                };
+                ASK.with(|ask| ask.0.set(id));
             }
             assert_eq!(paused_count(), 2);
+            assert_eq!(wait_ctx_of(ASK.with(|ask| ask.0.get())), 9);
         })
         .join()
         .expect("the thread ends normally");
         // No other test of this binary leaves a job paused.
         assert_eq!(asyncjob::leaked_jobs() - before, 2);
+        // The table is gone: its jobs are not found, not even through the cached address.
+        assert_eq!(SEEN_AFTER_EXIT.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -180,6 +180,7 @@ mod pool;
 mod stack;
 mod teardown;
 mod thread;
+mod thread_word;
 mod wait_ctx;
 
 pub use driver::{CancelReason, Completion, Driver, DriverStats, JobToken, Outcome};

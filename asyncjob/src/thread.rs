@@ -68,7 +68,8 @@ impl Drop for ThreadExit {
 }
 
 /// The calling thread's job state.
-#[inline]
+#[cfg(not(feature = "initial-exec-tls"))]
+#[inline(always)]
 pub(crate) fn thread() -> &'static ThreadState {
     let state: *const ThreadState = THREAD.with(|t| t as *const ThreadState);
     // SAFETY: THREAD has a constant initialiser and no destructor, so its storage is valid for the
@@ -76,6 +77,35 @@ pub(crate) fn thread() -> &'static ThreadState {
     // (it is all `Cell`s), so `&ThreadState` is not `Send` and can reach no other thread, and nothing
     // of this thread runs after it has exited.
     unsafe { &*state }
+}
+
+#[cfg(feature = "initial-exec-tls")]
+crate::thread_word! {
+    /// The address of this thread's `THREAD`, or 0 before the thread's first lookup: read instead of
+    /// `THREAD` itself, which in a shared library costs a `__tls_get_addr` call on every job operation.
+    struct ThreadStateAddr = "asyncjob_thread_state_addr";
+}
+
+/// The calling thread's job state.
+#[cfg(feature = "initial-exec-tls")]
+#[inline(always)]
+pub(crate) fn thread() -> &'static ThreadState {
+    let mut state = ThreadStateAddr::get() as *const ThreadState;
+    if state.is_null() {
+        state = thread_first_lookup();
+    }
+    // SAFETY: `state` is this thread's `THREAD` (the word holds nothing else, and is per thread): see
+    // the other `thread` for why a `'static` reference to it is sound.
+    unsafe { &*state }
+}
+
+#[cfg(feature = "initial-exec-tls")]
+#[cold]
+#[inline(never)]
+fn thread_first_lookup() -> *const ThreadState {
+    let state = THREAD.with(|t| t as *const ThreadState);
+    ThreadStateAddr::set(state as usize);
+    state
 }
 
 impl ThreadState {
