@@ -308,7 +308,7 @@ unsafe fn release(p: *mut AsyncWaitCtx) {
 struct CCallback {
     func: Option<CallbackFn>,
     arg: *mut c_void,
-    _keep: KeepAlive,
+    keep: KeepAlive,
 }
 
 impl WaitCallback for CCallback {
@@ -351,7 +351,7 @@ fn install_callback(
     let cb = CCallback {
         func,
         arg,
-        _keep: KeepAlive(p),
+        keep: KeepAlive(p),
     };
     // The replaced callback drops its own count; ours was added first, so the total never reaches 0.
     ctx.set_callback(Some(Rc::new(cb)));
@@ -717,7 +717,7 @@ pub unsafe extern "C" fn ASYNC_start_job(
                 }
             }
         };
-        state::start(wc.as_ref(), p as usize, job_body(func, args, size))
+        state::start(wc.as_ref(), job_body(func, args, size))
     };
     match outcome {
         Outcome::Finished(value) => {
@@ -784,7 +784,16 @@ pub extern "C" fn ASYNC_get_current_job() -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn ASYNC_get_wait_ctx(job: *mut c_void) -> *mut AsyncWaitCtx {
     // The pointer is only compared, never dereferenced: unknown handles give NULL.
-    state::wait_ctx_of(job as usize) as *mut AsyncWaitCtx
+    state::wait_ctx_of(job as usize).map_or(ptr::null_mut(), |ctx| c_handle_of(&ctx))
+}
+
+/// The `ASYNC_WAIT_CTX *` behind a context from `ASYNC_WAIT_CTX_new`: its callback slot always holds
+/// a `CCallback`, whose keep-alive names the allocation. NULL for a context made elsewhere (none
+/// reaches a job started through this API).
+fn c_handle_of(ctx: &WaitCtx) -> *mut AsyncWaitCtx {
+    ctx.callback()
+        .and_then(|cb| cb.as_any().downcast_ref::<CCallback>().map(|c| c.keep.0))
+        .unwrap_or(ptr::null_mut())
 }
 
 #[unsafe(no_mangle)]

@@ -87,72 +87,76 @@ impl Hasher for AddrHasher {
 /// copied and the job function was not called.
 pub(crate) type JobResult = Option<c_int>;
 
-struct Entry {
-    job: Job<JobResult>,
-    /// The `ASYNC_WAIT_CTX *` the job was started with (0 for none), for `ASYNC_get_wait_ctx`.
-    ctx: usize,
-}
-
 struct ThreadState {
-    /// The wait ctx pointer of the job running on this thread (0 outside a job or without a ctx).
-    running_ctx: Cell<usize>,
-    /// The job paused last: its id (0 while the slot is empty), its wait ctx pointer and its handle,
-    /// kept out of the map and its `RefCell`, so that a job that pauses and is resumed over and over
-    /// never touches them. `recent_id != 0` exactly when `recent_job` holds a job.
+    /// The job paused last, kept out of the map and its `RefCell`, so that a job that pauses and is
+    /// resumed over and over never touches them: its handle, and the id it was paused under (0 until
+    /// the first pause). The id stays when the job is taken out to be resumed, so that a job paused
+    /// again is put back without rewriting it; `recent_job` alone says whether the slot holds a job.
     recent_id: Cell<usize>,
-    recent_ctx: Cell<usize>,
     recent_job: Cell<Option<Job<JobResult>>>,
     /// Every other paused job, by id.
-    paused: RefCell<HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>>,
+    paused: RefCell<HashMap<usize, Job<JobResult>, BuildHasherDefault<AddrHasher>>>,
 }
 
 impl ThreadState {
     /// Keep a paused job; the one in the slot before it moves to the map (out of line: a job resumed
     /// from the slot finds it empty again).
     #[inline]
-    fn park(&self, id: usize, job: Job<JobResult>, ctx: usize) {
-        let older_id = self.recent_id.replace(id);
-        let older_ctx = self.recent_ctx.replace(ctx);
-        if let Some(older) = self.recent_job.replace(Some(job)) {
-            self.park_in_map(older_id, older, older_ctx);
+    fn park(&self, id: usize, job: Job<JobResult>) {
+        if self.recent_id.get() == id {
+            // Taken out of the slot to be resumed (nothing else empties or refills the slot while
+            // a job of this thread runs: starting and resuming are refused inside a job).
+            let empty = self.recent_job.replace(Some(job));
+            debug_assert!(empty.is_none());
+            std::mem::forget(empty);
+            return;
         }
+        self.park_elsewhere(id, job);
     }
 
+    /// `park` for a job that was not the slot's: it takes the slot, whose job moves to the map.
     #[cold]
     #[inline(never)]
-    fn park_in_map(&self, id: usize, job: Job<JobResult>, ctx: usize) {
-        self.paused.borrow_mut().insert(id, Entry { job, ctx });
-    }
-
-    /// Take out the job paused under `id`, with its wait ctx pointer.
-    #[inline]
-    fn unpark(&self, id: usize) -> Option<(Job<JobResult>, usize)> {
-        if id != 0 && self.recent_id.get() == id {
-            self.recent_id.set(0);
-            return self
-                .recent_job
-                .take()
-                .map(|job| (job, self.recent_ctx.get()));
+    fn park_elsewhere(&self, id: usize, job: Job<JobResult>) {
+        let older_id = self.recent_id.replace(id);
+        if let Some(older) = self.recent_job.replace(Some(job)) {
+            self.paused.borrow_mut().insert(older_id, older);
         }
-        self.paused
-            .borrow_mut()
-            .remove(&id)
-            .map(|entry| (entry.job, entry.ctx))
     }
 
-    fn ctx_of(&self, id: usize) -> Option<usize> {
+    /// Take out the job paused under `id`.
+    #[inline]
+    fn unpark(&self, id: usize) -> Option<Job<JobResult>> {
         if id != 0 && self.recent_id.get() == id {
-            return Some(self.recent_ctx.get());
+            if let Some(job) = self.recent_job.take() {
+                return Some(job);
+            }
+        }
+        self.paused.borrow_mut().remove(&id)
+    }
+
+    /// The wait context of the job paused under `id`.
+    fn wait_ctx_of(&self, id: usize) -> Option<WaitCtx> {
+        if id != 0 && self.recent_id.get() == id {
+            let job = self.recent_job.take();
+            let ctx = job.as_ref().and_then(Job::wait_ctx);
+            self.recent_job.set(job);
+            if ctx.is_some() {
+                return ctx;
+            }
         }
         self.paused
             .try_borrow()
             .ok()
-            .and_then(|map| map.get(&id).map(|e| e.ctx))
+            .and_then(|map| map.get(&id).and_then(Job::wait_ctx))
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        usize::from(self.recent_id.get() != 0) + self.paused.try_borrow().map_or(0, |m| m.len())
+        let recent = self.recent_job.take();
+        let in_slot = usize::from(recent.is_some());
+        self.recent_job.set(recent);
+        in_slot + self.paused.try_borrow().map_or(0, |m| m.len())
     }
 }
 
@@ -165,7 +169,7 @@ impl Drop for ThreadState {
         // From here on `with_state` looks `STATE` up and finds it destroyed.
         StateAddr::set(0);
         let recent = self.recent_job.take();
-        let rest = self.paused.get_mut().drain().map(|(_, e)| e.job);
+        let rest = self.paused.get_mut().drain().map(|(_, job)| job);
         for job in recent.into_iter().chain(rest) {
             job.leak();
         }
@@ -177,9 +181,7 @@ thread_local! {
     // `ThreadState`'s `Drop`).
     static STATE: ThreadState = const {
         ThreadState {
-            running_ctx: Cell::new(0),
             recent_id: Cell::new(0),
-            recent_ctx: Cell::new(0),
             recent_job: Cell::new(None),
             paused: RefCell::new(HashMap::with_hasher(BuildHasherDefault::new())),
         }
@@ -224,26 +226,20 @@ fn finished(result: JobResult) -> Outcome {
     result.map_or(Outcome::ArgsNotCopied, Outcome::Finished)
 }
 
-/// Starts a job (`ASYNC_start_job` with `*job == NULL`). `ctx` is the C wait ctx pointer that
-/// `wait_ctx` stands for, remembered for `ASYNC_get_wait_ctx`.
-pub(crate) fn start<F>(wait_ctx: Option<&WaitCtx>, ctx: usize, f: F) -> Outcome
+/// Starts a job (`ASYNC_start_job` with `*job == NULL`).
+pub(crate) fn start<F>(wait_ctx: Option<&WaitCtx>, f: F) -> Outcome
 where
     F: FnOnce() -> JobResult + 'static,
 {
-    with_state(|st| {
-        let outer = st.running_ctx.replace(ctx);
-        let started = asyncjob::start(wait_ctx, f);
-        st.running_ctx.set(outer);
-        match started {
-            Ok(Started::Finished(v)) => finished(v),
-            Ok(Started::Paused(job)) => {
-                let id = job.id().addr();
-                st.park(id, job, ctx);
-                Outcome::Paused(id)
-            }
-            Ok(Started::NoJobs(_)) => Outcome::NoJobs,
-            Err(e) => Outcome::Failed(ErrorKind::from(&e)),
+    with_state(|st| match asyncjob::start(wait_ctx, f) {
+        Ok(Started::Finished(v)) => finished(v),
+        Ok(Started::Paused(job)) => {
+            let id = job.id().addr();
+            st.park(id, job);
+            Outcome::Paused(id)
         }
+        Ok(Started::NoJobs(_)) => Outcome::NoJobs,
+        Err(e) => Outcome::Failed(ErrorKind::from(&e)),
     })
     .unwrap_or(Outcome::Failed(ErrorKind::Other))
 }
@@ -252,20 +248,17 @@ where
 #[inline]
 pub(crate) fn resume(id: usize) -> Outcome {
     with_state(|st| {
-        let Some((job, ctx)) = st.unpark(id) else {
+        let Some(job) = st.unpark(id) else {
             return Outcome::Unknown;
         };
-        let outer = st.running_ctx.replace(ctx);
-        let resumed = job.resume();
-        st.running_ctx.set(outer);
-        match resumed {
+        match job.resume() {
             Ok(Resumed::Finished(v)) => finished(v),
             Ok(Resumed::Paused(job)) => {
-                st.park(id, job, ctx);
+                st.park(id, job);
                 Outcome::Paused(id)
             }
             Err(ResumeError { job, error }) => {
-                st.park(id, job, ctx);
+                st.park(id, job);
                 Outcome::Failed(ErrorKind::from(&error))
             }
         }
@@ -273,13 +266,13 @@ pub(crate) fn resume(id: usize) -> Outcome {
     .unwrap_or(Outcome::Failed(ErrorKind::Other))
 }
 
-/// The wait ctx pointer of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of
-/// this thread; 0 for anything else (a finished job has none, as in OpenSSL).
-pub(crate) fn wait_ctx_of(id: usize) -> usize {
+/// The wait context of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of this
+/// thread; `None` for anything else (a finished job has none, as in OpenSSL).
+pub(crate) fn wait_ctx_of(id: usize) -> Option<WaitCtx> {
     if asyncjob::current_job().is_some_and(|j| j.addr() == id) {
-        return with_state(|st| st.running_ctx.get()).unwrap_or(0);
+        return asyncjob::current_wait_ctx();
     }
-    with_state(|st| st.ctx_of(id).unwrap_or(0)).unwrap_or(0)
+    with_state(|st| st.wait_ctx_of(id)).flatten()
 }
 
 /// How many jobs are paused on this thread.
@@ -292,55 +285,94 @@ pub(crate) fn paused_count() -> usize {
 mod tests {
     use super::*;
 
+    /// Whether `wait_ctx_of(id)` is `ctx`.
+    fn has_ctx(id: usize, ctx: &WaitCtx) -> bool {
+        wait_ctx_of(id).is_some_and(|c| c.ptr_eq(ctx))
+    }
+
     #[test]
     fn pause_resume_finish_through_the_table() {
-        let Outcome::Paused(id) = start(None, 7, || {
+        let ctx = WaitCtx::new();
+        let Outcome::Paused(id) = start(Some(&ctx), || {
             asyncjob::pause();
             Some(5)
         }) else {
             panic!("expected a pause");
         };
         assert_eq!(paused_count(), 1);
-        assert_eq!(wait_ctx_of(id), 7);
+        assert!(has_ctx(id, &ctx));
         assert_eq!(resume(id), Outcome::Finished(5));
         assert_eq!(paused_count(), 0);
-        assert_eq!(wait_ctx_of(id), 0);
+        assert!(wait_ctx_of(id).is_none());
         assert_eq!(resume(id), Outcome::Unknown);
     }
 
     #[test]
     fn many_paused_jobs_resume_in_any_order() {
-        let mut ids = Vec::new();
+        let mut jobs = Vec::new();
         for i in 0..50 {
-            match start(None, i, move || {
+            let ctx = WaitCtx::new();
+            match start(Some(&ctx), move || {
                 asyncjob::pause();
-                Some(i as c_int)
+                asyncjob::pause();
+                Some(i)
             }) {
-                Outcome::Paused(id) => ids.push((id, i)),
+                Outcome::Paused(id) => jobs.push((id, i, ctx)),
                 other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(paused_count(), 50);
-        // Every other one first, then the rest backwards.
-        for &(id, i) in ids.iter().step_by(2) {
-            assert_eq!(wait_ctx_of(id), i);
-            assert_eq!(resume(id), Outcome::Finished(i as c_int));
+        // Each resumed to its second pause, then to its end: every other one first, then the rest
+        // backwards.
+        for (id, _, ctx) in &jobs {
+            assert_eq!(resume(*id), Outcome::Paused(*id));
+            assert!(has_ctx(*id, ctx));
         }
-        for &(id, i) in ids.iter().skip(1).step_by(2).rev() {
-            assert_eq!(resume(id), Outcome::Finished(i as c_int));
+        for (id, i, ctx) in jobs.iter().step_by(2) {
+            assert!(has_ctx(*id, ctx));
+            assert_eq!(resume(*id), Outcome::Finished(*i));
+        }
+        for (id, i, ctx) in jobs.iter().skip(1).step_by(2).rev() {
+            assert!(has_ctx(*id, ctx));
+            assert_eq!(resume(*id), Outcome::Finished(*i));
         }
         assert_eq!(paused_count(), 0);
     }
 
     #[test]
-    fn nested_resume_is_refused_and_the_job_kept() {
-        let Outcome::Paused(inner) = start(None, 0, || {
+    fn a_finished_job_in_the_slot_is_not_found_and_its_stack_serves_again() {
+        let first = WaitCtx::new();
+        let Outcome::Paused(id) = start(Some(&first), || {
             asyncjob::pause();
             Some(1)
         }) else {
             panic!("expected a pause");
         };
-        let Outcome::Finished(seen) = start(None, 0, move || match resume(inner) {
+        assert_eq!(resume(id), Outcome::Finished(1));
+        assert!(wait_ctx_of(id).is_none(), "finished: no wait ctx");
+        assert_eq!(resume(id), Outcome::Unknown, "finished: unknown");
+        // The pool hands the same job out again: same id, another wait ctx.
+        let second = WaitCtx::new();
+        assert_eq!(
+            start(Some(&second), || {
+                asyncjob::pause();
+                Some(2)
+            }),
+            Outcome::Paused(id)
+        );
+        assert!(has_ctx(id, &second));
+        assert_eq!(resume(id), Outcome::Finished(2));
+    }
+
+    #[test]
+    fn nested_resume_is_refused_and_the_job_kept() {
+        let Outcome::Paused(inner) = start(None, || {
+            asyncjob::pause();
+            Some(1)
+        }) else {
+            panic!("expected a pause");
+        };
+        let Outcome::Finished(seen) = start(None, move || match resume(inner) {
             Outcome::Failed(ErrorKind::Nested) => Some(10),
             _ => Some(20),
         }) else {
@@ -352,16 +384,16 @@ mod tests {
 
     #[test]
     fn jobs_paused_at_thread_exit_are_leaked_and_counted() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
 
-        /// What `wait_ctx_of` said for the last paused job once the table was destroyed.
-        static SEEN_AFTER_EXIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+        /// What a resume of the last paused job gave once the table was destroyed.
+        static SEEN_AFTER_EXIT: Mutex<Option<Outcome>> = Mutex::new(None);
         /// Destroyed after `STATE` (thread-local destructors run newest first, and this one is
         /// registered before `STATE` is first reached): asks the destroyed table for a job.
         struct AskAfterExit(Cell<usize>);
         impl Drop for AskAfterExit {
             fn drop(&mut self) {
-                SEEN_AFTER_EXIT.store(wait_ctx_of(self.0.get()), Ordering::SeqCst);
+                *SEEN_AFTER_EXIT.lock().unwrap() = Some(resume(self.0.get()));
             }
         }
         thread_local! {
@@ -373,7 +405,7 @@ mod tests {
             ASK.with(|_| {});
             // Two, so that both the one-entry slot and the map are emptied at thread exit.
             for i in 0..2 {
-                let started = start(None, 9, move || {
+                let started = start(None, move || {
                     asyncjob::pause();
                     Some(i)
                 });
@@ -383,14 +415,17 @@ mod tests {
                 ASK.with(|ask| ask.0.set(id));
             }
             assert_eq!(paused_count(), 2);
-            assert_eq!(wait_ctx_of(ASK.with(|ask| ask.0.get())), 9);
         })
         .join()
         .expect("the thread ends normally");
         // No other test of this binary leaves a job paused.
         assert_eq!(asyncjob::leaked_jobs() - before, 2);
-        // The table is gone: its jobs are not found, not even through the cached address.
-        assert_eq!(SEEN_AFTER_EXIT.load(Ordering::SeqCst), 0);
+        // The table is gone: refused, not looked up through the cached address (which finds an
+        // emptied table and says `Unknown`).
+        assert_eq!(
+            *SEEN_AFTER_EXIT.lock().unwrap(),
+            Some(Outcome::Failed(ErrorKind::Other))
+        );
     }
 
     #[test]
