@@ -662,7 +662,7 @@ fn job_body(
             // unrun on NO_JOBS, and then dropped), so `args` is still the caller's valid buffer of
             // `size` bytes; `dst` has room for INLINE_ARGS >= size bytes. Then the job function.
             return Some(unsafe {
-                ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
+                copy_args(args.cast::<u8>(), dst, size);
                 func(dst.cast())
             });
         }
@@ -675,6 +675,35 @@ fn job_body(
             ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
             func(dst.cast())
         })
+    }
+}
+
+/// `ptr::copy_nonoverlapping(src, dst, size)` without the call to `memcpy` for 8 to 32 bytes (a
+/// pointer or a small struct, what callers usually pass): a pair of loads and a pair of stores that
+/// overlap in the middle. A 16-byte args copy then adds 14 instructions to a start instead of 21
+/// (callgrind).
+///
+/// # Safety
+///
+/// As for `ptr::copy_nonoverlapping`.
+#[inline(always)]
+unsafe fn copy_args(src: *const u8, dst: *mut u8, size: usize) {
+    // SAFETY: both ranges are `size` bytes (the caller's promise) and every access below lies in
+    // them: `size - 8` (or `- 16`) is in range because `size` is at least 8 (or 16).
+    unsafe {
+        if (8..=16).contains(&size) {
+            let head = src.cast::<u64>().read_unaligned();
+            let tail = src.add(size - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(head);
+            dst.add(size - 8).cast::<u64>().write_unaligned(tail);
+        } else if (16..=32).contains(&size) {
+            let head = src.cast::<u128>().read_unaligned();
+            let tail = src.add(size - 16).cast::<u128>().read_unaligned();
+            dst.cast::<u128>().write_unaligned(head);
+            dst.add(size - 16).cast::<u128>().write_unaligned(tail);
+        } else {
+            ptr::copy_nonoverlapping(src, dst, size);
+        }
     }
 }
 
@@ -984,6 +1013,31 @@ mod tests {
         assert_eq!(f(), Some(10));
         assert_eq!(job_body(add_bytes, bytes.as_ptr().cast(), 0)(), Some(-1));
         assert_eq!(job_body(add_bytes, ptr::null(), 4)(), Some(-1));
+    }
+
+    #[test]
+    fn args_of_every_size_are_copied_exactly() {
+        thread_local! {
+            static LEN: Cell<usize> = const { Cell::new(0) };
+        }
+        /// A hash of the `LEN` bytes at `arg`, folding in each byte's position.
+        fn hash(bytes: &[u8]) -> c_int {
+            bytes.iter().enumerate().fold(17, |h: c_int, (i, &b)| {
+                h.wrapping_mul(31)
+                    .wrapping_add(c_int::from(b) ^ (i as c_int))
+            })
+        }
+        unsafe extern "C-unwind" fn hash_args(arg: *mut c_void) -> c_int {
+            // SAFETY: the test passes LEN bytes.
+            hash(unsafe { std::slice::from_raw_parts(arg.cast::<u8>(), LEN.get()) })
+        }
+        for size in 1..=INLINE_ARGS + 40 {
+            // An allocation of exactly `size` bytes, so that Valgrind and ASan see any read past it.
+            let source: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+            LEN.set(size);
+            let copied = job_body(hash_args, source.as_ptr().cast(), size)();
+            assert_eq!(copied, Some(hash(&source)), "{size} bytes");
+        }
     }
 
     #[test]

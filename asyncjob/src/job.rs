@@ -170,10 +170,11 @@ where
         return Ok(Started::NoJobs(f));
     };
     // A job from the pool holds no wait context (`release_finished` took it): only a context given
-    // is stored.
+    // is stored, and the empty slot has nothing to drop.
     if let Some(ctx) = wait_ctx {
         let held = fiber.data.wait_ctx.replace(Some(ctx.clone()));
         debug_assert!(held.is_none());
+        std::mem::forget(held);
     }
     let hook = hook::hook();
     let token = hook.map(|h| hook::enter(h, 0, true));
