@@ -4,14 +4,16 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend, see arch/x86_64_sysv.S):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into and asyncjob_fiber_switch_back
- *       (see asyncjob_fiber.h), or asyncjob__arch_switch{,_into,_back} when ASYNCJOB_SANITIZERS is
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back,
+ *       asyncjob_fiber_start and asyncjob_fiber_finish (see asyncjob_fiber.h), or
+ *       asyncjob__arch_{switch,switch_into,switch_back,start,finish} when ASYNCJOB_SANITIZERS is
  *       defined (then the C file wraps them with the sanitizer annotations).
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
  *   Fiber struct: offset 0 = saved stack pointer while suspended, offset 8 = link (the stack pointer
- *   of the context that last switched into this fiber; only read by unwinders).
+ *   of the context that last switched into this fiber; only read by unwinders), offsets 16 and 24 =
+ *   the function and argument a start runs (what init_stack was given).
  *   If fn returns, the trampoline calls asyncjob__fiber_returned(), which never returns.
  *
  * Register roles in asyncjob_fiber_switch:
@@ -165,34 +167,22 @@
 #  define SWITCH_NAME asyncjob__arch_switch
 #  define SWITCH_INTO_NAME asyncjob__arch_switch_into
 #  define SWITCH_BACK_NAME asyncjob__arch_switch_back
+#  define START_NAME asyncjob__arch_start
+#  define FINISH_NAME asyncjob__arch_finish
 #  define SWITCH_KIND aj_hidden
 #else
 #  define SWITCH_NAME asyncjob_fiber_switch
 #  define SWITCH_INTO_NAME asyncjob_fiber_switch_into
 #  define SWITCH_BACK_NAME asyncjob_fiber_switch_back
+#  define START_NAME asyncjob_fiber_start
+#  define FINISH_NAME asyncjob_fiber_finish
 #  define SWITCH_KIND aj_public
 #endif
 
     .text
 
-/* Every switch: save the running context's callee-saved registers in a frame on its stack and its
-   stack pointer in `from`; x9 = this frame, x10 = the target's saved stack pointer. */
-.macro aj_switch_save
-    aj_cfi_key
-    BTI_C
-    aj_sign_lr
-    sub     sp, sp, #160
-    .cfi_def_cfa_offset 160
-    stp     x19, x20, [sp, #0]
-    stp     x21, x22, [sp, #16]
-    stp     x23, x24, [sp, #32]
-    stp     x25, x26, [sp, #48]
-    stp     x27, x28, [sp, #64]
-    stp     x29, x30, [sp, #80]
-    stp     d8,  d9,  [sp, #96]
-    stp     d10, d11, [sp, #112]
-    stp     d12, d13, [sp, #128]
-    stp     d14, d15, [sp, #144]
+/* Where a saved frame keeps the callee-saved registers, relative to the CFA of the switch's caller. */
+.macro aj_saved_frame_cfi
     .cfi_offset x19, -160
     .cfi_offset x20, -152
     .cfi_offset x21, -144
@@ -214,6 +204,27 @@
     .cfi_offset 77, -24
     .cfi_offset 78, -16
     .cfi_offset 79, -8
+.endm
+
+/* Every switch: save the running context's callee-saved registers in a frame on its stack and its
+   stack pointer in `from`; x9 = this frame, x10 = the target's saved stack pointer. */
+.macro aj_switch_save
+    aj_cfi_key
+    BTI_C
+    aj_sign_lr
+    sub     sp, sp, #160
+    .cfi_def_cfa_offset 160
+    stp     x19, x20, [sp, #0]
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
+    stp     d8,  d9,  [sp, #96]
+    stp     d10, d11, [sp, #112]
+    stp     d12, d13, [sp, #128]
+    stp     d14, d15, [sp, #144]
+    aj_saved_frame_cfi
     mov     x9, sp
     str     x9, [x0]
     ldr     x10, [x1]
@@ -302,6 +313,43 @@ SWITCH_KIND SYM(SWITCH_BACK_NAME)
     .cfi_endproc
 aj_end SYM(SWITCH_BACK_NAME)
 
+/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value): saves `from` as
+   a switch does, then begins a run of `to` on its empty stack: the trampoline with sp = top = `to`,
+   x19/x20 = the function and argument kept in the fiber struct, x0 = value, x29 = 0 (a new run ends
+   frame-pointer chains, as a new fiber's first-entry frame does). */
+SWITCH_KIND SYM(START_NAME)
+    .cfi_startproc
+    aj_switch_save
+    str     x9, [x1, #8]
+    mov     sp, x1
+    /* As in the trampoline: CFA = [sp + 8] + 160, the frame just saved, reached through the link. */
+    .cfi_escape 0x0f, 6, 0x8f, 0x08, 0x06, 0x23, 0xa0, 0x01
+    ldp     x19, x20, [x1, #16]
+    mov     x0, x2
+    mov     x29, xzr
+    b       SYM(asyncjob__aarch64_trampoline)
+    .cfi_endproc
+aj_end SYM(START_NAME)
+
+/* void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value): never returns.
+   Ends the run of `from` without saving anything of it and resumes `to` with `value`. */
+SWITCH_KIND SYM(FINISH_NAME)
+    .cfi_startproc
+    aj_cfi_key
+    BTI_C
+    ldr     x10, [x1]
+    mov     sp, x10
+    /* From here on the target's saved frame is described, as after aj_switch_save (its x30 is
+       signed when PAC is on). */
+    .cfi_def_cfa_offset 160
+    aj_saved_frame_cfi
+#if AJ_PAC
+    .cfi_negate_ra_state
+#endif
+    aj_switch_restore
+    .cfi_endproc
+aj_end SYM(FINISH_NAME)
+
 /*
  * First code run by a new fiber, reached by the return (ret or br) of the switch: sp == top, x19 = fn, x20 = arg,
  * x0 = the value given to the switch. x29 = 0 from the initial frame, so fn's frame record ends the
@@ -318,26 +366,7 @@ aj_end SYM(SWITCH_BACK_NAME)
     /* CFA = [sp + 8] + 160: DW_CFA_def_cfa_expression, 6 bytes: DW_OP_breg31 (sp) 8, DW_OP_deref,
        DW_OP_plus_uconst 160 (ULEB128 0xa0 0x01). */
     .cfi_escape 0x0f, 6, 0x8f, 0x08, 0x06, 0x23, 0xa0, 0x01
-    .cfi_offset x19, -160
-    .cfi_offset x20, -152
-    .cfi_offset x21, -144
-    .cfi_offset x22, -136
-    .cfi_offset x23, -128
-    .cfi_offset x24, -120
-    .cfi_offset x25, -112
-    .cfi_offset x26, -104
-    .cfi_offset x27, -96
-    .cfi_offset x28, -88
-    .cfi_offset x29, -80
-    .cfi_offset x30, -72
-    .cfi_offset 72, -64
-    .cfi_offset 73, -56
-    .cfi_offset 74, -48
-    .cfi_offset 75, -40
-    .cfi_offset 76, -32
-    .cfi_offset 77, -24
-    .cfi_offset 78, -16
-    .cfi_offset 79, -8
+    aj_saved_frame_cfi
     /* Keeps a return address that points at the label inside this FDE for unwinders that look up
        address - 1. */
     nop

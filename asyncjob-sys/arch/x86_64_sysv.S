@@ -4,14 +4,16 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into and asyncjob_fiber_switch_back
- *       (see asyncjob_fiber.h), or asyncjob__arch_switch{,_into,_back} when ASYNCJOB_SANITIZERS is
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back,
+ *       asyncjob_fiber_start and asyncjob_fiber_finish (see asyncjob_fiber.h), or
+ *       asyncjob__arch_{switch,switch_into,switch_back,start,finish} when ASYNCJOB_SANITIZERS is
  *       defined (then the C file wraps them with the sanitizer annotations).
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
  *   Fiber struct: offset 0 = saved stack pointer while suspended, offset 8 = link (the stack pointer
- *   of the context that last switched into this fiber; only read by unwinders).
+ *   of the context that last switched into this fiber; only read by unwinders), offsets 16 and 24 =
+ *   the function and argument a start runs (what init_stack was given).
  *   If fn returns, the trampoline calls asyncjob__fiber_returned(), which never returns.
  *
  * Register roles in asyncjob_fiber_switch:
@@ -96,6 +98,10 @@
 #  define SWITCH_INTO_END FUNC_END(asyncjob__arch_switch_into)
 #  define SWITCH_BACK_BEGIN HIDDEN_BEGIN(asyncjob__arch_switch_back)
 #  define SWITCH_BACK_END FUNC_END(asyncjob__arch_switch_back)
+#  define START_BEGIN HIDDEN_BEGIN(asyncjob__arch_start)
+#  define START_END FUNC_END(asyncjob__arch_start)
+#  define FINISH_BEGIN HIDDEN_BEGIN(asyncjob__arch_finish)
+#  define FINISH_END FUNC_END(asyncjob__arch_finish)
 #else
 #  define SWITCH_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch)
 #  define SWITCH_END FUNC_END(asyncjob_fiber_switch)
@@ -103,6 +109,10 @@
 #  define SWITCH_INTO_END FUNC_END(asyncjob_fiber_switch_into)
 #  define SWITCH_BACK_BEGIN PUBLIC_BEGIN(asyncjob_fiber_switch_back)
 #  define SWITCH_BACK_END FUNC_END(asyncjob_fiber_switch_back)
+#  define START_BEGIN PUBLIC_BEGIN(asyncjob_fiber_start)
+#  define START_END FUNC_END(asyncjob_fiber_start)
+#  define FINISH_BEGIN PUBLIC_BEGIN(asyncjob_fiber_finish)
+#  define FINISH_END FUNC_END(asyncjob_fiber_finish)
 #endif
 /* The switches are only ever called directly (a call lands on them, not an indirect jump), but an
    IBT-enabled build marks the object IBT-clean, so every global entry point then needs endbr64;
@@ -121,6 +131,16 @@
    Both macros name their parameter, the size of the floating-point slot: Apple's assembler reads
    `$8` in the body of a macro without named parameters as its eighth argument (`subq $8` became
    `subq , %rsp`, and `$0xffc0` would become the symbol `xffc0`). */
+/* Where a saved frame keeps the callee-saved registers, relative to the CFA of the switch's caller. */
+.macro SAVED_FRAME_CFI
+    .cfi_offset %rbp, -16
+    .cfi_offset %rbx, -24
+    .cfi_offset %r12, -32
+    .cfi_offset %r13, -40
+    .cfi_offset %r14, -48
+    .cfi_offset %r15, -56
+.endm
+
 .macro SWITCH_SAVE fp_slot=8
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
@@ -250,6 +270,47 @@ SWITCH_BACK_BEGIN
     SWITCH_RESTORE
     .cfi_endproc
 SWITCH_BACK_END
+
+/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value): saves `from` as
+   a switch does, then begins a run of `to` on its empty stack: the trampoline with rsp = top = `to`,
+   r12/r13 = the function and argument kept in the fiber struct, rax = value. No frame of `to` is
+   restored, so the run keeps the current floating-point control state. */
+START_BEGIN
+    .cfi_startproc
+    ENDBR
+    SWITCH_SAVE
+    movq    %rsp, 8(%rsi)
+    movq    %rsi, %rsp
+    /* As in the trampoline: CFA = [rsp + 8] + 64, the frame just saved, reached through the link. */
+    .cfi_escape 0x0f, 5, 0x77, 0x08, 0x06, 0x23, 0x40
+    movq    16(%rsi), %r12
+    movq    24(%rsi), %r13
+    /* A new run ends frame-pointer chains, as a new fiber's first-entry frame does. */
+    xorl    %ebp, %ebp
+    jmp     LOCAL(asyncjob__x86_64_trampoline_entry)
+    .cfi_endproc
+START_END
+
+/* void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value): never returns.
+   Ends the run of `from` without saving anything of it and resumes `to` with `value`. The current
+   floating-point control state, which SWITCH_RESTORE compares with the target's, is stored just
+   below the target's frame: that is free stack of a suspended context (and no signal handler runs
+   on it while it is suspended). */
+FINISH_BEGIN
+    .cfi_startproc
+    ENDBR
+    movq    %rdx, %rax
+    movq    (%rsi), %rcx
+    stmxcsr -8(%rcx)
+    fnstcw  -4(%rcx)
+    leaq    -8(%rcx), %r11
+    movq    %rcx, %rsp
+    /* From here on the target's saved frame is described, as after SWITCH_SAVE. */
+    .cfi_def_cfa_offset 64
+    SAVED_FRAME_CFI
+    SWITCH_RESTORE
+    .cfi_endproc
+FINISH_END
 
 /*
  * First code run by a new fiber, reached by the `ret` of the switch. rsp == top, r12 = fn,

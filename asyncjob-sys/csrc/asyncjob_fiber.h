@@ -90,6 +90,25 @@ void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void 
 void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 
 /*
+ * A fiber's life as a series of runs of its entry function, each cheaper to begin and end than a
+ * switch. asyncjob_fiber_start() saves the running context into `from`, like
+ * asyncjob_fiber_switch_into(), and begins entry(arg, value) on `to`'s empty stack; `to` must be
+ * idle: never entered, or ended by asyncjob_fiber_finish(). asyncjob_fiber_finish(), called by the
+ * running fiber `from`, ends its run and resumes `to`, the context that last entered `from`, with
+ * `value`; nothing of `from` is saved. Each returns the value of the switch that later resumes its
+ * caller.
+ *
+ * With the asm backends asyncjob_fiber_finish() never returns: the next asyncjob_fiber_start()
+ * begins the entry function anew, with the current floating-point control state, as a function call
+ * would (a switch carries each context's own). The ucontext and Windows backends cannot restart a stack: there
+ * these are asyncjob_fiber_switch_into() and asyncjob_fiber_switch_back(), so asyncjob_fiber_finish()
+ * returns when the fiber is started again, with that start's value. An entry function that loops
+ * (run; finish; run again with the value finish returned) is right on every backend.
+ */
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+
+/*
  * Release a fiber that is not running (a never-started fiber is fine). Does not free a caller-provided
  * stack. Must not be given a thread fiber.
  */

@@ -16,6 +16,8 @@
 struct asyncjob_fiber {
     void *sp;   /* offset 0, read and written by the asm: saved stack pointer while suspended */
     void *link; /* offset sizeof(void *), written by the asm: stack pointer of the last resumer */
+    void (*start_fn)(void *, void *); /* offset 2 * sizeof(void *), read by the asm's start */
+    void *start_arg;                  /* offset 3 * sizeof(void *), likewise */
 #if defined(ASYNCJOB_SANITIZERS)
     asyncjob_fiber_entry entry;
     void *arg;
@@ -28,6 +30,8 @@ struct asyncjob_fiber {
 
 _Static_assert(offsetof(struct asyncjob_fiber, sp) == 0, "the asm reads sp at offset 0");
 _Static_assert(offsetof(struct asyncjob_fiber, link) == sizeof(void *), "the asm writes link at offset 8");
+_Static_assert(offsetof(struct asyncjob_fiber, start_fn) == 2 * sizeof(void *), "the asm reads start_fn at 16");
+_Static_assert(offsetof(struct asyncjob_fiber, start_arg) == 3 * sizeof(void *), "the asm reads start_arg at 24");
 
 #define FIBER_RESERVE ((sizeof(struct asyncjob_fiber) + 15u) & ~(size_t)15u)
 
@@ -37,6 +41,8 @@ void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg
 void *asyncjob__arch_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 void *asyncjob__arch_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 void *asyncjob__arch_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob__arch_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob__arch_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 _Thread_local struct asyncjob__san *asyncjob__san_prev;
 #endif
 
@@ -94,6 +100,20 @@ void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void 
     asyncjob__san_after(&from->san);
     return result;
 }
+
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    asyncjob__san_before(&from->san, &to->san);
+    void *result = asyncjob__arch_start(from, to, value);
+    asyncjob__san_after(&from->san);
+    return result;
+}
+
+/* The run that ends never continues, so its ASan fake stack goes with it (sanitizer_entry of the
+   next run then begins without one, like a new fiber's). */
+void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    asyncjob__san_before_end(&from->san, &to->san);
+    return asyncjob__arch_finish(from, to, value);
+}
 #endif
 
 asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
@@ -109,10 +129,13 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
     fiber->entry = entry;
     fiber->arg = arg;
     asyncjob__san_register(&fiber->san, stack_base, stack_size);
-    fiber->sp = asyncjob__arch_init_stack(top, sanitizer_entry, fiber);
+    fiber->start_fn = sanitizer_entry;
+    fiber->start_arg = fiber;
 #else
-    fiber->sp = asyncjob__arch_init_stack(top, entry, arg);
+    fiber->start_fn = entry;
+    fiber->start_arg = arg;
 #endif
+    fiber->sp = asyncjob__arch_init_stack(top, fiber->start_fn, fiber->start_arg);
 #if defined(ASYNCJOB_VALGRIND)
     fiber->valgrind_id = asyncjob__valgrind_register(stack_base, stack_size);
 #endif

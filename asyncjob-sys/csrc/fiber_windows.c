@@ -214,6 +214,16 @@ void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void 
     return asyncjob_fiber_switch(from, to, value);
 }
 
+/* A stack cannot be restarted here: a start resumes the fiber where its finish left it (see the
+   header). */
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    return asyncjob_fiber_switch(from, to, value);
+}
+
+void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    return asyncjob_fiber_switch(from, to, value);
+}
+
 void asyncjob_fiber_free(asyncjob_fiber *fiber) {
     /* A thread fiber is not ours to free (contract); the calling thread's own one is cheap to spot. */
     if (fiber == NULL || fiber == &thread_fiber) {

@@ -149,6 +149,21 @@ static inline void asyncjob__san_before(struct asyncjob__san *from, struct async
 #  endif
 }
 
+/* asyncjob__san_before for a fiber whose run ends for good (asyncjob_fiber_finish): ASan frees its
+   fake stack instead of keeping it for a resume that never comes. */
+static inline void asyncjob__san_before_end(struct asyncjob__san *from, struct asyncjob__san *to) {
+#  if defined(ASYNCJOB_ASAN)
+    asyncjob__san_prev = from;
+    from->fake_stack = NULL;
+    __sanitizer_start_switch_fiber(NULL, to->bottom, to->size);
+#    if defined(ASYNCJOB_TSAN)
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#    endif
+#  else
+    asyncjob__san_before(from, to);
+#  endif
+}
+
 /* Runs on the arriving side: `self` is the fiber that now runs. */
 static inline void asyncjob__san_after(struct asyncjob__san *self) {
     struct asyncjob__san *prev = asyncjob__san_prev;

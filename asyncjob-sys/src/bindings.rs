@@ -67,6 +67,21 @@ unsafe extern "C" {
     ) -> *mut ::core::ffi::c_void;
 }
 unsafe extern "C" {
+    #[doc = " A fiber's life as a series of runs of its entry function, each cheaper to begin and end than a\n switch. asyncjob_fiber_start() saves the running context into `from`, like\n asyncjob_fiber_switch_into(), and begins entry(arg, value) on `to`'s empty stack; `to` must be\n idle: never entered, or ended by asyncjob_fiber_finish(). asyncjob_fiber_finish(), called by the\n running fiber `from`, ends its run and resumes `to`, the context that last entered `from`, with\n `value`; nothing of `from` is saved. Each returns the value of the switch that later resumes its\n caller.\n\n With the asm backends asyncjob_fiber_finish() never returns: the next asyncjob_fiber_start()\n begins the entry function anew, with the current floating-point control state, as a function call\n would (a switch carries each context's own). The ucontext and Windows backends cannot restart a stack: there\n these are asyncjob_fiber_switch_into() and asyncjob_fiber_switch_back(), so asyncjob_fiber_finish()\n returns when the fiber is started again, with that start's value. An entry function that loops\n (run; finish; run again with the value finish returned) is right on every backend."]
+    pub fn asyncjob_fiber_start(
+        from: *mut asyncjob_fiber,
+        to: *mut asyncjob_fiber,
+        value: *mut ::core::ffi::c_void,
+    ) -> *mut ::core::ffi::c_void;
+}
+unsafe extern "C" {
+    pub fn asyncjob_fiber_finish(
+        from: *mut asyncjob_fiber,
+        to: *mut asyncjob_fiber,
+        value: *mut ::core::ffi::c_void,
+    ) -> *mut ::core::ffi::c_void;
+}
+unsafe extern "C" {
     #[doc = " Release a fiber that is not running (a never-started fiber is fine). Does not free a caller-provided\n stack. Must not be given a thread fiber."]
     pub fn asyncjob_fiber_free(fiber: *mut asyncjob_fiber);
 }

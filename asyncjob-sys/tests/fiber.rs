@@ -5,7 +5,7 @@ mod support;
 use asyncjob_sys as sys;
 use core::cell::Cell;
 use core::ffi::c_void;
-use support::{Fiber, Stack, arg_ref, switch, thread_fiber};
+use support::{Fiber, Stack, arg_ref, finish, is_asm_backend, start, switch, thread_fiber};
 
 const STACK: usize = 64 * 1024;
 
@@ -61,6 +61,111 @@ fn million_ping_pong_switches_carry_values_both_ways() {
     }
     assert_eq!(switch(thread, fiber.raw, STOP), STOP - 1);
     assert_eq!(state.seen.get(), ROUNDS);
+}
+
+/// Shared between `every_start_begins_a_run_that_finish_ends` and its fiber.
+struct Runs {
+    thread: *mut sys::asyncjob_fiber,
+    me: Cell<*mut sys::asyncjob_fiber>,
+    /// How many times the entry function was entered.
+    entries: Cell<usize>,
+    /// The values the runs received, in order.
+    values: Cell<usize>,
+    /// The address of a local of the entry function in its first and in its latest entry.
+    first_frame: Cell<usize>,
+    last_frame: Cell<usize>,
+}
+
+unsafe extern "C" fn runs_entry(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: `arg` is the test's Runs, which outlives the fiber; the thread side does not touch it
+    // while the fiber runs.
+    let runs: &Runs = unsafe { arg_ref(arg) };
+    let local = 0u8;
+    let frame = core::hint::black_box(&raw const local) as usize;
+    if runs.entries.get() == 0 {
+        runs.first_frame.set(frame);
+    }
+    runs.last_frame.set(frame);
+    runs.entries.set(runs.entries.get() + 1);
+    let mut value = first as usize;
+    // Only where a stack cannot be restarted does `finish` return (with the next start's value).
+    loop {
+        assert_eq!(value, runs.values.get() + 1, "value handed to the run");
+        runs.values.set(value);
+        value = finish(runs.me.get(), runs.thread, value * 10);
+    }
+}
+
+#[test]
+fn every_start_begins_a_run_that_finish_ends() {
+    let stack = Stack::new(STACK).expect("stack");
+    let runs = Runs {
+        thread: thread_fiber(),
+        me: Cell::new(core::ptr::null_mut()),
+        entries: Cell::new(0),
+        values: Cell::new(0),
+        first_frame: Cell::new(0),
+        last_frame: Cell::new(0),
+    };
+    let fiber = Fiber::new(&stack, runs_entry, (&raw const runs).cast_mut().cast());
+    runs.me.set(fiber.raw);
+    const RUNS: usize = 100_000;
+    for i in 1..=RUNS {
+        assert_eq!(
+            start(runs.thread, fiber.raw, i),
+            i * 10,
+            "value handed back"
+        );
+    }
+    assert_eq!(runs.values.get(), RUNS);
+    if is_asm_backend() {
+        // Each start entered the function anew, on the same empty stack.
+        assert_eq!(runs.entries.get(), RUNS);
+        assert_eq!(runs.first_frame.get(), runs.last_frame.get());
+    } else {
+        assert_eq!(runs.entries.get(), 1);
+    }
+}
+
+/// A start after switches: the fiber's first run pauses (a plain switch back) and is resumed before
+/// it finishes; the next start begins afresh all the same.
+unsafe extern "C" fn pausing_runs_entry(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: as in `runs_entry`.
+    let runs: &Runs = unsafe { arg_ref(arg) };
+    runs.entries.set(runs.entries.get() + 1);
+    let mut value = first as usize;
+    loop {
+        let resumed = switch(runs.me.get(), runs.thread, value + 1);
+        value = finish(runs.me.get(), runs.thread, resumed + 1);
+    }
+}
+
+#[test]
+fn a_run_that_paused_and_was_resumed_finishes_and_starts_again() {
+    let stack = Stack::new(STACK).expect("stack");
+    let runs = Runs {
+        thread: thread_fiber(),
+        me: Cell::new(core::ptr::null_mut()),
+        entries: Cell::new(0),
+        values: Cell::new(0),
+        first_frame: Cell::new(0),
+        last_frame: Cell::new(0),
+    };
+    let fiber = Fiber::new(
+        &stack,
+        pausing_runs_entry,
+        (&raw const runs).cast_mut().cast(),
+    );
+    runs.me.set(fiber.raw);
+    for i in 0..1000 {
+        assert_eq!(start(runs.thread, fiber.raw, 10 * i), 10 * i + 1, "paused");
+        assert_eq!(
+            switch(runs.thread, fiber.raw, 10 * i + 5),
+            10 * i + 6,
+            "finished"
+        );
+    }
+    assert_eq!(runs.entries.get(), if is_asm_backend() { 1000 } else { 1 });
 }
 
 #[test]
@@ -184,6 +289,57 @@ fn a_backtrace_inside_a_fiber_reaches_the_resumer() {
         assert!(text.contains("resumer_with_a_recognisable_name"), "{text}");
         assert!(
             text.contains("a_backtrace_inside_a_fiber_reaches_the_resumer"),
+            "{text}"
+        );
+    }
+}
+
+unsafe extern "C" fn backtrace_run_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: as in `backtrace_entry`.
+    let s: &BacktraceShared = unsafe { arg_ref(arg) };
+    *s.text.borrow_mut() = std::backtrace::Backtrace::force_capture().to_string();
+    finish(s.base.me.get(), s.base.thread, 1);
+    unreachable!("the fiber is not started again");
+}
+
+#[inline(never)]
+fn starter_with_a_recognisable_name(
+    thread: *mut sys::asyncjob_fiber,
+    fiber: *mut sys::asyncjob_fiber,
+) -> usize {
+    let back = start(thread, fiber, 0);
+    std::hint::black_box(back)
+}
+
+#[test]
+fn a_backtrace_inside_a_started_run_reaches_the_starter() {
+    let stack = Stack::new(STACK).expect("stack");
+    let s = BacktraceShared {
+        base: PingPong::new(thread_fiber()),
+        text: Default::default(),
+    };
+    let fiber = Fiber::new(
+        &stack,
+        backtrace_run_entry,
+        (&raw const s).cast_mut().cast(),
+    );
+    s.base.me.set(fiber.raw);
+    // The second start is the one that begins on a stack that has run before.
+    for _ in 0..2 {
+        assert_eq!(
+            starter_with_a_recognisable_name(s.base.thread, fiber.raw),
+            1
+        );
+        if !is_asm_backend() {
+            break;
+        }
+    }
+    let text = s.text.borrow();
+    assert!(text.contains("backtrace_run_entry"), "{text}");
+    if is_asm_backend() {
+        assert!(text.contains("starter_with_a_recognisable_name"), "{text}");
+        assert!(
+            text.contains("a_backtrace_inside_a_started_run_reaches_the_starter"),
             "{text}"
         );
     }

@@ -10,7 +10,7 @@ use asyncjob_sys as sys;
 use core::arch::{asm, global_asm};
 use core::cell::Cell;
 use core::ffi::c_void;
-use support::{Fiber, Stack, arg_ref, switch, thread_fiber};
+use support::{Fiber, Stack, arg_ref, finish, start, switch, thread_fiber};
 
 #[cfg(target_vendor = "apple")]
 macro_rules! sym_name {
@@ -26,41 +26,48 @@ macro_rules! sym_name {
 }
 
 // regs_switch(from, to, value, regs): loads rbx, rbp, r12-r15 from regs[0..6], switches, and writes
-// the registers' values after the switch returns back into regs[0..6].
-global_asm!(
-    concat!(".globl ", sym_name!("asyncjob_test_regs_switch")),
-    ".p2align 4",
-    concat!(sym_name!("asyncjob_test_regs_switch"), ":"),
-    "push rbp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "push rcx",
-    "mov rbx, [rcx]",
-    "mov rbp, [rcx + 8]",
-    "mov r12, [rcx + 16]",
-    "mov r13, [rcx + 24]",
-    "mov r14, [rcx + 32]",
-    "mov r15, [rcx + 40]",
-    "call {switch}",
-    "pop rcx",
-    "mov [rcx], rbx",
-    "mov [rcx + 8], rbp",
-    "mov [rcx + 16], r12",
-    "mov [rcx + 24], r13",
-    "mov [rcx + 32], r14",
-    "mov [rcx + 40], r15",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    switch = sym sys::asyncjob_fiber_switch,
-);
+// the registers' values after the switch returns back into regs[0..6]. regs_start: the same around
+// asyncjob_fiber_start.
+macro_rules! regs_helper {
+    ($name:literal, $switch:path) => {
+        global_asm!(
+            concat!(".globl ", sym_name!($name)),
+            ".p2align 4",
+            concat!(sym_name!($name), ":"),
+            "push rbp",
+            "push rbx",
+            "push r12",
+            "push r13",
+            "push r14",
+            "push r15",
+            "push rcx",
+            "mov rbx, [rcx]",
+            "mov rbp, [rcx + 8]",
+            "mov r12, [rcx + 16]",
+            "mov r13, [rcx + 24]",
+            "mov r14, [rcx + 32]",
+            "mov r15, [rcx + 40]",
+            "call {switch}",
+            "pop rcx",
+            "mov [rcx], rbx",
+            "mov [rcx + 8], rbp",
+            "mov [rcx + 16], r12",
+            "mov [rcx + 24], r13",
+            "mov [rcx + 32], r14",
+            "mov [rcx + 40], r15",
+            "pop r15",
+            "pop r14",
+            "pop r13",
+            "pop r12",
+            "pop rbx",
+            "pop rbp",
+            "ret",
+            switch = sym $switch,
+        );
+    };
+}
+regs_helper!("asyncjob_test_regs_switch", sys::asyncjob_fiber_switch);
+regs_helper!("asyncjob_test_regs_start", sys::asyncjob_fiber_start);
 
 // align_probe(arg, first): records rsp as seen at the entry of a fiber's entry function into
 // *(u64 *)arg, then continues in align_probe_body with the same arguments and stack.
@@ -80,6 +87,12 @@ unsafe extern "C" {
         value: usize,
         regs: *mut [u64; 6],
     ) -> usize;
+    fn asyncjob_test_regs_start(
+        from: *mut sys::asyncjob_fiber,
+        to: *mut sys::asyncjob_fiber,
+        value: usize,
+        regs: *mut [u64; 6],
+    ) -> usize;
     fn asyncjob_test_align_probe(arg: *mut c_void, first: *mut c_void);
 }
 
@@ -92,6 +105,16 @@ fn regs_switch(
     // SAFETY: the helper follows the C ABI (it saves and restores every callee-saved register it
     // sets) and the tests keep to the switch contract for `from` and `to`.
     unsafe { asyncjob_test_regs_switch(from, to, value, regs) }
+}
+
+fn regs_start(
+    from: *mut sys::asyncjob_fiber,
+    to: *mut sys::asyncjob_fiber,
+    value: usize,
+    regs: &mut [u64; 6],
+) -> usize {
+    // SAFETY: as for `regs_switch`, with `to` idle.
+    unsafe { asyncjob_test_regs_start(from, to, value, regs) }
 }
 
 const THREAD_PATTERN: [u64; 6] = [
@@ -164,6 +187,48 @@ fn callee_saved_registers_survive_switches_both_ways() {
     }
     assert_eq!(switch(shared.thread, fiber.raw, 0), 2);
     assert_eq!(shared.failures.get(), 0, "fiber saw clobbered registers");
+    assert_eq!(shared.rounds.get(), 1000);
+}
+
+/// A run that fills the callee-saved registers with its own pattern and finishes.
+unsafe extern "C" fn regs_run_entry(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: `arg` is the test's Shared, alive until the fiber is done, only used through `&`.
+    let shared: &Shared = unsafe { arg_ref(arg) };
+    let mut value = first as usize;
+    loop {
+        let mut regs = FIBER_PATTERN;
+        // A switch that comes straight back (the thread resumes at once), so that the run's
+        // registers hold its pattern when it finishes.
+        let back = regs_switch(shared.me.get(), shared.thread, value + 1, &mut regs);
+        if regs != FIBER_PATTERN {
+            shared.failures.set(shared.failures.get() + 1);
+        }
+        shared.rounds.set(shared.rounds.get() + 1);
+        value = finish(shared.me.get(), shared.thread, back + 1);
+    }
+}
+
+#[test]
+fn callee_saved_registers_survive_start_and_finish() {
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let shared = Shared::new();
+    let fiber = Fiber::new(&stack, regs_run_entry, shared.arg());
+    shared.me.set(fiber.raw);
+    for round in 0..1000 {
+        let mut regs = THREAD_PATTERN;
+        assert_eq!(regs_start(shared.thread, fiber.raw, 10, &mut regs), 11);
+        assert_eq!(
+            regs, THREAD_PATTERN,
+            "thread registers after the start, round {round}"
+        );
+        let mut regs = THREAD_PATTERN;
+        assert_eq!(regs_switch(shared.thread, fiber.raw, 20, &mut regs), 21);
+        assert_eq!(
+            regs, THREAD_PATTERN,
+            "thread registers after the finish, round {round}"
+        );
+    }
+    assert_eq!(shared.failures.get(), 0, "the run saw clobbered registers");
     assert_eq!(shared.rounds.get(), 1000);
 }
 
@@ -258,6 +323,62 @@ fn mxcsr_and_x87_control_word_are_per_fiber() {
         after_second,
         (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN),
         "the thread's own settings were lost"
+    );
+}
+
+/// A run that records the control state it began with, changes it, and finishes.
+#[cfg(not(feature = "ucontext"))]
+unsafe extern "C" fn fp_run_entry(arg: *mut c_void, _first: *mut c_void) {
+    // SAFETY: `arg` is the test's FpShared, alive until the fiber is done, only used through `&`.
+    let s: &FpShared = unsafe { arg_ref(arg) };
+    loop {
+        s.at_entry.set((mxcsr() & MXCSR_CONTROL, fcw()));
+        set_mxcsr(MXCSR_ROUND_ZERO);
+        set_fcw(FCW_ROUND_ZERO);
+        finish(s.base.me.get(), s.base.thread, 1);
+    }
+}
+
+/// A run begins with the starter's control state, as a called function would (not with the state
+/// its fiber had when a previous run finished), and the starter gets its own back. (The ucontext
+/// backend cannot restart a stack: there a start resumes the fiber, with its own state.)
+#[cfg(not(feature = "ucontext"))]
+#[test]
+fn a_run_begins_with_the_starters_control_state() {
+    let (orig_mxcsr, orig_fcw) = (mxcsr(), fcw());
+    let stack = Stack::new(64 * 1024).expect("stack");
+    let s = FpShared {
+        base: Shared::new(),
+        at_entry: Cell::new((0, 0)),
+        kept: Cell::new(false),
+    };
+    let fiber = Fiber::new(&stack, fp_run_entry, (&raw const s).cast_mut().cast());
+    s.base.me.set(fiber.raw);
+    let mut seen = Vec::new();
+    for (m, f) in [
+        (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN),
+        (orig_mxcsr & MXCSR_CONTROL, orig_fcw),
+    ] {
+        set_mxcsr(m);
+        set_fcw(f);
+        assert_eq!(start(s.base.thread, fiber.raw, 0), 1);
+        seen.push(((mxcsr() & MXCSR_CONTROL, fcw()), s.at_entry.get()));
+    }
+    set_mxcsr(orig_mxcsr);
+    set_fcw(orig_fcw);
+    assert_eq!(
+        seen,
+        [
+            (
+                (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN),
+                (MXCSR_ROUND_DOWN, FCW_ROUND_DOWN)
+            ),
+            (
+                (orig_mxcsr & MXCSR_CONTROL, orig_fcw),
+                (orig_mxcsr & MXCSR_CONTROL, orig_fcw)
+            ),
+        ],
+        "(the starter's state after the run, the state the run began with) for each start"
     );
 }
 

@@ -266,10 +266,11 @@ impl<D> Fiber<D> {
             run: run_closure::<F, R, D>,
         };
         self.cancelling.set(false);
-        // The launcher travels as the switch's value: `fiber_root` receives it as its first value
-        // or as the return of the switch that ended the fiber's previous closure.
+        // The launcher travels as the start's value: `fiber_root` receives it as its first value
+        // (or, where a stack cannot be restarted, as the return of the finish that ended the fiber's
+        // previous closure).
         // SAFETY: guaranteed by the caller; `launch` and `closure` live until the switch returns.
-        unsafe { self.switch_in::<R>(from, &launch as *const Launch<D> as usize) }
+        unsafe { self.switch_in::<R>(from, &launch as *const Launch<D> as usize, Entry::Start) }
     }
 
     /// Continue a suspended fiber until it suspends again or its closure returns. With
@@ -286,15 +287,15 @@ impl<D> Fiber<D> {
             Wake::Cancel => WAKE_CANCEL,
         };
         // SAFETY: guaranteed by the caller.
-        unsafe { self.switch_in::<R>(from, message) }
+        unsafe { self.switch_in::<R>(from, message, Entry::Resume) }
     }
 
     /// # Safety
     ///
-    /// As for `launch` or `resume`; `message` is a launcher for an idle fiber, a wake code for a
-    /// suspended one.
+    /// As for `launch` (with `Entry::Start`) or `resume` (with `Entry::Resume`); `message` is a
+    /// launcher for an idle fiber, a wake code for a suspended one.
     #[inline(always)]
-    unsafe fn switch_in<R: 'static>(&self, from: Resumer, message: usize) -> Exit<R> {
+    unsafe fn switch_in<R: 'static>(&self, from: Resumer, message: usize, entry: Entry) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
         self.output
             .set((&mut output as *mut Option<thread::Result<R>>).cast());
@@ -303,7 +304,11 @@ impl<D> Fiber<D> {
         // SAFETY: `from` is the context running now and this fiber is idle or suspended (guaranteed by
         // the caller). `output` stays alive and unused here until the switch returns.
         let exit = unsafe {
-            sys::asyncjob_fiber_switch_into(from.0.as_ptr(), self.raw.get(), message as *mut c_void)
+            let (from, to, message) = (from.0.as_ptr(), self.raw.get(), message as *mut c_void);
+            match entry {
+                Entry::Start => sys::asyncjob_fiber_start(from, to, message),
+                Entry::Resume => sys::asyncjob_fiber_switch_into(from, to, message),
+            }
         };
         // The output slot now points at a dead local; it is read only by a closure returning, which
         // happens only during a switch in, and every switch in sets it first.
@@ -381,6 +386,15 @@ impl<D> Drop for Fiber<D> {
     }
 }
 
+/// How `switch_in` enters a fiber.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// An idle fiber: a new run of `fiber_root` on its empty stack.
+    Start,
+    /// A suspended fiber: it continues in `suspend`.
+    Resume,
+}
+
 /// Every leaked fiber, chained through `next_leaked`.
 static LEAKED: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 /// How many fibers this process has leaked.
@@ -429,7 +443,9 @@ fn align_custom(memory: &StackMemory) -> (*mut u8, usize) {
     (memory.base.as_ptr().wrapping_add(aligned - start), size)
 }
 
-/// Entry point of every fiber: run one launched closure after another, for as long as it lives.
+/// Entry point of every fiber: run one launched closure. With the asm backends every launch is a new
+/// run of this function (the finish at the end never returns); where a stack cannot be restarted the
+/// finish returns the next launcher, and the loop runs it.
 extern "C" fn fiber_root<D>(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: `arg` is the `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber. Its
     // owner is a `FiberBox`, which asserts no uniqueness, so this shared reference may coexist with
@@ -445,9 +461,11 @@ extern "C" fn fiber_root<D>(arg: *mut c_void, first: *mut c_void) {
         let launch = unsafe { &*message.cast::<Launch<D>>() };
         // SAFETY: as above.
         unsafe { (launch.run)(launch.closure, fiber) };
-        // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit.
+        // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit. Nothing
+        // on this stack is used after the finish: the closure's frames have returned, and this
+        // function's own locals are plain data.
         message = unsafe {
-            sys::asyncjob_fiber_switch_back(
+            sys::asyncjob_fiber_finish(
                 fiber.raw.get(),
                 fiber.resumer.get(),
                 EXIT_FINISHED as *mut c_void,

@@ -127,6 +127,27 @@ pub fn switch(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, valu
     unsafe { sys::asyncjob_fiber_switch(from, to, value as *mut c_void) as usize }
 }
 
+/// Begins a run of the idle fiber `to` from the running fiber `from` (`asyncjob_fiber_start`).
+pub fn start(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, value: usize) -> usize {
+    // SAFETY: the tests keep to the contract: `from` is the fiber running on this thread and `to` an
+    // idle fiber (never entered, or its last run finished) whose stack is alive.
+    unsafe { sys::asyncjob_fiber_start(from, to, value as *mut c_void) as usize }
+}
+
+/// Ends the run of the running fiber `from` and resumes `to`, which entered it
+/// (`asyncjob_fiber_finish`). Returns only where a stack cannot be restarted.
+pub fn finish(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, value: usize) -> usize {
+    // SAFETY: the tests call it on the running fiber's own stack with nothing on it still in use,
+    // and `to` is the context that started or resumed it last.
+    unsafe { sys::asyncjob_fiber_finish(from, to, value as *mut c_void) as usize }
+}
+
+/// Whether the backend is one of the hand-written asm switches (which restart a fiber's stack on
+/// every start).
+pub fn is_asm_backend() -> bool {
+    backend().ends_with("-asm")
+}
+
 /// The backend's name.
 pub fn backend() -> &'static str {
     // SAFETY: asyncjob_fiber_backend returns a static NUL-terminated string.
