@@ -655,27 +655,53 @@ fn job_body(
             // SAFETY: the application's job function; NULL args as in OpenSSL 3.0.19 and 3.6.
             return Some(unsafe { func(ptr::null_mut()) });
         }
-        if size <= INLINE_ARGS {
-            let mut buf = InlineArgs([MaybeUninit::uninit(); INLINE_ARGS]);
-            let dst = buf.0.as_mut_ptr().cast::<u8>();
+        if size <= SMALL_ARGS {
+            let mut buf = [MaybeUninit::<u128>::uninit(); SMALL_ARGS / 16];
+            let dst = buf.as_mut_ptr().cast::<u8>();
             // SAFETY: asyncjob::start runs this closure before it returns (it is only handed back
             // unrun on NO_JOBS, and then dropped), so `args` is still the caller's valid buffer of
-            // `size` bytes; `dst` has room for INLINE_ARGS >= size bytes. Then the job function.
+            // `size` bytes; `dst` has room for SMALL_ARGS >= size bytes. Then the job function.
             return Some(unsafe {
                 copy_args(args.cast::<u8>(), dst, size);
                 func(dst.cast())
             });
         }
-        // Fallible: a size no allocation can satisfy (SIZE_MAX, say) must not abort the process.
-        let mut heap: Vec<MaybeUninit<u128>> = Vec::new();
-        heap.try_reserve_exact(size.div_ceil(16)).ok()?;
-        let dst = heap.as_mut_ptr().cast::<u8>();
-        // SAFETY: as above, with a heap buffer of at least `size` bytes, 16-byte aligned.
-        Some(unsafe {
-            ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
-            func(dst.cast())
-        })
+        // SAFETY: as above.
+        unsafe { call_with_copy(func, args, size) }
     }
+}
+
+/// Args up to this size are copied in the job body itself; larger ones by `call_with_copy`.
+const SMALL_ARGS: usize = 32;
+
+/// `func` with a copy of the `size` bytes at `args`: on this stack when small, else in a heap
+/// buffer; `None` without calling `func` when that buffer cannot be had. Out of line, so that a job
+/// without args does not set up the frame of the inline copy.
+///
+/// # Safety
+///
+/// `args` points to `size` readable bytes; `func` is the application's job function.
+#[inline(never)]
+unsafe fn call_with_copy(func: JobFn, args: *const c_void, size: usize) -> state::JobResult {
+    if size <= INLINE_ARGS {
+        let mut buf = InlineArgs([MaybeUninit::uninit(); INLINE_ARGS]);
+        let dst = buf.0.as_mut_ptr().cast::<u8>();
+        // SAFETY: `args` has `size` bytes (the caller's promise); `dst` has room for
+        // INLINE_ARGS >= size bytes. Then the job function.
+        return Some(unsafe {
+            copy_args(args.cast::<u8>(), dst, size);
+            func(dst.cast())
+        });
+    }
+    // Fallible: a size no allocation can satisfy (SIZE_MAX, say) must not abort the process.
+    let mut heap: Vec<MaybeUninit<u128>> = Vec::new();
+    heap.try_reserve_exact(size.div_ceil(16)).ok()?;
+    let dst = heap.as_mut_ptr().cast::<u8>();
+    // SAFETY: as above, with a heap buffer of at least `size` bytes, 16-byte aligned.
+    Some(unsafe {
+        ptr::copy_nonoverlapping(args.cast::<u8>(), dst, size);
+        func(dst.cast())
+    })
 }
 
 /// `ptr::copy_nonoverlapping(src, dst, size)` without the call to `memcpy` for 8 to 32 bytes (a

@@ -312,15 +312,17 @@ impl<D> Fiber<D> {
         };
         // The output slot now points at a dead local; it is read only by a closure returning, which
         // happens only during a switch in, and every switch in sets it first.
-        match exit as usize {
-            EXIT_PAUSED => {
-                // A fiber that paused wrote no result: nothing to drop.
-                debug_assert!(output.is_none());
-                std::mem::forget(output);
+        // The result slot alone says how the fiber left: a closure that returned filled it, a fiber
+        // that paused did not (the exit code agrees; it is checked in debug builds only).
+        match output {
+            Some(result) => {
+                debug_assert_eq!(exit as usize, EXIT_FINISHED);
+                Exit::Finished(result)
+            }
+            None => {
+                debug_assert_eq!(exit as usize, EXIT_PAUSED);
                 Exit::Paused
             }
-            EXIT_FINISHED => Exit::Finished(output.expect("a returned closure left its result")),
-            other => unreachable!("fiber exit code {other}"),
         }
     }
 
