@@ -774,22 +774,31 @@ pub unsafe extern "C" fn ASYNC_start_job(
         };
         state::start(wc.as_ref(), job_body(func, args, size))
     };
-    match outcome {
-        Outcome::Finished(value) => {
-            // SAFETY: the caller's locations; a NULL `ret` discards the value (OpenSSL crashes).
-            unsafe {
-                if let Some(r) = ret.as_mut() {
-                    *r = value;
-                }
-                *job = ptr::null_mut();
+    // The two outcomes of a call that worked first, each its own test; the rest out of line.
+    if let Outcome::Finished(value) = outcome {
+        // SAFETY: the caller's locations; a NULL `ret` discards the value (OpenSSL crashes).
+        unsafe {
+            if let Some(r) = ret.as_mut() {
+                *r = value;
             }
-            ASYNC_FINISH
+            *job = ptr::null_mut();
         }
-        Outcome::Paused(id) => {
-            // SAFETY: the caller's job pointer.
-            unsafe { *job = id as *mut c_void };
-            ASYNC_PAUSE
-        }
+        return ASYNC_FINISH;
+    }
+    if let Outcome::Paused(id) = outcome {
+        // SAFETY: the caller's job pointer.
+        unsafe { *job = id as *mut c_void };
+        return ASYNC_PAUSE;
+    }
+    start_job_failed(outcome)
+}
+
+/// What `ASYNC_start_job` returns for an outcome other than a finish or a pause (nothing is written).
+#[cold]
+#[inline(never)]
+fn start_job_failed(outcome: Outcome) -> c_int {
+    match outcome {
+        Outcome::Finished(_) | Outcome::Paused(_) => unreachable!("handled by ASYNC_start_job"),
         Outcome::NoJobs | Outcome::Failed(ErrorKind::NotCapable) => ASYNC_NO_JOBS,
         Outcome::ArgsNotCopied => {
             // As OpenSSL 3.0 when its malloc of the args copy fails: the job went back to the pool,
