@@ -764,3 +764,74 @@ fn a_paused_job_dropped_while_the_thread_unwinds_is_still_torn_down() {
     assert_eq!(asyncjob::pool_stats().map(|s| s.idle), Some(1));
     assert_eq!(finished(asyncjob::start(None, || 6)), 6);
 }
+
+/// The MXCSR rounding-control bits (13-14), for the floating-point test below.
+#[cfg(all(target_arch = "x86_64", not(windows)))]
+mod fp {
+    pub const ROUNDING: u32 = 0x6000;
+    pub const ROUND_ZERO: u32 = 0x6000;
+
+    pub fn mxcsr() -> u32 {
+        let mut v: u32 = 0;
+        // SAFETY: stmxcsr stores 4 bytes into `v`.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
+        v
+    }
+
+    pub fn set_mxcsr(v: u32) {
+        // SAFETY: loads an MXCSR value read from the processor with only its rounding bits changed.
+        unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, readonly)) };
+    }
+}
+
+/// A job begins with the floating-point control state of the thread that starts it, as a called
+/// function would (and as OpenSSL's jobs do, whose switch keeps no floating-point state), also when its
+/// stack comes from the pool after an earlier job changed the state and finished; a job that pauses
+/// keeps its own state across the pause, and the starter gets its own back.
+#[cfg(all(target_arch = "x86_64", not(windows)))]
+#[test]
+fn a_job_begins_with_the_starters_rounding_mode_and_keeps_its_own_across_a_pause() {
+    use fp::{ROUND_ZERO, ROUNDING, mxcsr, set_mxcsr};
+    let orig = mxcsr();
+    let rounding = || mxcsr() & ROUNDING;
+    // An earlier job leaves round-to-zero behind on its stack's last run.
+    let first = finished(asyncjob::start(None, move || {
+        set_mxcsr((mxcsr() & !ROUNDING) | ROUND_ZERO);
+        rounding()
+    }));
+    let after_first = rounding();
+    // The next job gets the same stack from the pool, and the thread's own mode.
+    let job = paused(asyncjob::start(None, move || {
+        let at_start = rounding();
+        set_mxcsr((mxcsr() & !ROUNDING) | ROUND_ZERO);
+        asyncjob::pause();
+        (at_start, rounding())
+    }));
+    let after_pause = rounding();
+    let (at_start, after_resume) = match job.resume() {
+        Ok(Resumed::Finished(r)) => r,
+        _ => panic!("expected the job to finish"),
+    };
+    let after_finish = rounding();
+    set_mxcsr(orig);
+    let thread_mode = orig & ROUNDING;
+    assert_eq!(first, ROUND_ZERO);
+    assert_eq!(
+        [
+            after_first,
+            at_start,
+            after_pause,
+            after_resume,
+            after_finish
+        ],
+        [
+            thread_mode,
+            thread_mode,
+            thread_mode,
+            ROUND_ZERO,
+            thread_mode
+        ],
+        "thread after the first job, second job at its start, thread during the pause, job after \
+         the resume, thread after the finish"
+    );
+}
