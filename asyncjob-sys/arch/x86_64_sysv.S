@@ -327,12 +327,7 @@ SYM(asyncjob__x86_64_trampoline):
        DW_OP_plus_uconst 64. */
     .cfi_escape 0x0f, 5, 0x77, 0x08, 0x06, 0x23, 0x40
     .cfi_offset %rip, -8
-    .cfi_offset %rbp, -16
-    .cfi_offset %rbx, -24
-    .cfi_offset %r12, -32
-    .cfi_offset %r13, -40
-    .cfi_offset %r14, -48
-    .cfi_offset %r15, -56
+    SAVED_FRAME_CFI
     /* Keeps the return address that points at the label inside this FDE for unwinders that look
        up address - 1. */
     nop

@@ -270,28 +270,47 @@ fn resumer_with_a_recognisable_name(
 }
 
 /// The asm trampoline's CFI leads unwinders from a fiber's frames into the code that resumed it.
-#[test]
-fn a_backtrace_inside_a_fiber_reaches_the_resumer() {
+/// Runs `entry` on a new fiber through `enter` (called twice when `twice`, the second time on a stack
+/// that has run before: only with the asm backends, which restart a stack) and checks the backtrace it
+/// captured: it shows `entry`, and with the asm backends `enter` and the test that called it.
+fn check_backtrace(
+    entry: support::Entry,
+    enter: fn(*mut sys::asyncjob_fiber, *mut sys::asyncjob_fiber) -> usize,
+    names: [&str; 3],
+    twice: bool,
+) {
     let stack = Stack::new(STACK).expect("stack");
     let s = BacktraceShared {
         base: PingPong::new(thread_fiber()),
         text: Default::default(),
     };
-    let fiber = Fiber::new(&stack, backtrace_entry, (&raw const s).cast_mut().cast());
+    let fiber = Fiber::new(&stack, entry, (&raw const s).cast_mut().cast());
     s.base.me.set(fiber.raw);
-    assert_eq!(
-        resumer_with_a_recognisable_name(s.base.thread, fiber.raw),
-        1
-    );
-    let text = s.text.borrow();
-    assert!(text.contains("backtrace_entry"), "{text}");
-    if support::backend().ends_with("-asm") {
-        assert!(text.contains("resumer_with_a_recognisable_name"), "{text}");
-        assert!(
-            text.contains("a_backtrace_inside_a_fiber_reaches_the_resumer"),
-            "{text}"
-        );
+    let runs = if twice && is_asm_backend() { 2 } else { 1 };
+    for _ in 0..runs {
+        assert_eq!(enter(s.base.thread, fiber.raw), 1);
     }
+    let text = s.text.borrow();
+    let [entry_name, enter_name, test_name] = names;
+    assert!(text.contains(entry_name), "{text}");
+    if is_asm_backend() {
+        assert!(text.contains(enter_name), "{text}");
+        assert!(text.contains(test_name), "{text}");
+    }
+}
+
+#[test]
+fn a_backtrace_inside_a_fiber_reaches_the_resumer() {
+    check_backtrace(
+        backtrace_entry,
+        resumer_with_a_recognisable_name,
+        [
+            "backtrace_entry",
+            "resumer_with_a_recognisable_name",
+            "a_backtrace_inside_a_fiber_reaches_the_resumer",
+        ],
+        false,
+    );
 }
 
 unsafe extern "C" fn backtrace_run_entry(arg: *mut c_void, _first: *mut c_void) {
@@ -313,36 +332,16 @@ fn starter_with_a_recognisable_name(
 
 #[test]
 fn a_backtrace_inside_a_started_run_reaches_the_starter() {
-    let stack = Stack::new(STACK).expect("stack");
-    let s = BacktraceShared {
-        base: PingPong::new(thread_fiber()),
-        text: Default::default(),
-    };
-    let fiber = Fiber::new(
-        &stack,
+    check_backtrace(
         backtrace_run_entry,
-        (&raw const s).cast_mut().cast(),
+        starter_with_a_recognisable_name,
+        [
+            "backtrace_run_entry",
+            "starter_with_a_recognisable_name",
+            "a_backtrace_inside_a_started_run_reaches_the_starter",
+        ],
+        true,
     );
-    s.base.me.set(fiber.raw);
-    // The second start is the one that begins on a stack that has run before.
-    for _ in 0..2 {
-        assert_eq!(
-            starter_with_a_recognisable_name(s.base.thread, fiber.raw),
-            1
-        );
-        if !is_asm_backend() {
-            break;
-        }
-    }
-    let text = s.text.borrow();
-    assert!(text.contains("backtrace_run_entry"), "{text}");
-    if is_asm_backend() {
-        assert!(text.contains("starter_with_a_recognisable_name"), "{text}");
-        assert!(
-            text.contains("a_backtrace_inside_a_started_run_reaches_the_starter"),
-            "{text}"
-        );
-    }
 }
 
 /// Each thread has its own thread fiber; fibers on different threads switch independently.

@@ -96,25 +96,33 @@ unsafe extern "C" {
     fn asyncjob_test_align_probe(arg: *mut c_void, first: *mut c_void);
 }
 
+/// One of the helpers above: `asyncjob_test_regs_switch` or `asyncjob_test_regs_start`.
+type RegsHelper = unsafe extern "C" fn(
+    *mut sys::asyncjob_fiber,
+    *mut sys::asyncjob_fiber,
+    usize,
+    *mut [u64; 6],
+) -> usize;
+
+fn regs_call(
+    helper: RegsHelper,
+    from: *mut sys::asyncjob_fiber,
+    to: *mut sys::asyncjob_fiber,
+    value: usize,
+    regs: &mut [u64; 6],
+) -> usize {
+    // SAFETY: the helpers follow the C ABI (each saves and restores every callee-saved register it
+    // sets) and the tests keep to the contract of the switch or start for `from` and `to`.
+    unsafe { helper(from, to, value, regs) }
+}
+
 fn regs_switch(
     from: *mut sys::asyncjob_fiber,
     to: *mut sys::asyncjob_fiber,
     value: usize,
     regs: &mut [u64; 6],
 ) -> usize {
-    // SAFETY: the helper follows the C ABI (it saves and restores every callee-saved register it
-    // sets) and the tests keep to the switch contract for `from` and `to`.
-    unsafe { asyncjob_test_regs_switch(from, to, value, regs) }
-}
-
-fn regs_start(
-    from: *mut sys::asyncjob_fiber,
-    to: *mut sys::asyncjob_fiber,
-    value: usize,
-    regs: &mut [u64; 6],
-) -> usize {
-    // SAFETY: as for `regs_switch`, with `to` idle.
-    unsafe { asyncjob_test_regs_start(from, to, value, regs) }
+    regs_call(asyncjob_test_regs_switch, from, to, value, regs)
 }
 
 const THREAD_PATTERN: [u64; 6] = [
@@ -216,7 +224,16 @@ fn callee_saved_registers_survive_start_and_finish() {
     shared.me.set(fiber.raw);
     for round in 0..1000 {
         let mut regs = THREAD_PATTERN;
-        assert_eq!(regs_start(shared.thread, fiber.raw, 10, &mut regs), 11);
+        assert_eq!(
+            regs_call(
+                asyncjob_test_regs_start,
+                shared.thread,
+                fiber.raw,
+                10,
+                &mut regs
+            ),
+            11
+        );
         assert_eq!(
             regs, THREAD_PATTERN,
             "thread registers after the start, round {round}"
