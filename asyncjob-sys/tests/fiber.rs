@@ -71,7 +71,7 @@ struct Runs {
     entries: Cell<usize>,
     /// The values the runs received, in order.
     values: Cell<usize>,
-    /// The address of a local of the entry function in its first and in its latest entry.
+    /// The stack pointer of the entry function in its first and in its latest entry.
     first_frame: Cell<usize>,
     last_frame: Cell<usize>,
 }
@@ -80,8 +80,9 @@ unsafe extern "C" fn runs_entry(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: `arg` is the test's Runs, which outlives the fiber; the thread side does not touch it
     // while the fiber runs.
     let runs: &Runs = unsafe { arg_ref(arg) };
-    let local = 0u8;
-    let frame = core::hint::black_box(&raw const local) as usize;
+    // The stack pointer itself, not a local's address: under ASan a local whose address is taken
+    // may live on the sanitizer's heap-allocated fake stack.
+    let frame = support::stack_pointer();
     if runs.entries.get() == 0 {
         runs.first_frame.set(frame);
     }

@@ -142,6 +142,27 @@ pub fn finish(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, valu
     unsafe { sys::asyncjob_fiber_finish(from, to, value as *mut c_void) as usize }
 }
 
+/// The stack pointer of the caller (0 on architectures without an asm backend).
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads rsp into a register; touches no memory.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads sp into a register; touches no memory.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        sp = 0;
+    }
+    sp
+}
+
 /// Whether the backend is one of the hand-written asm switches (which restart a fiber's stack on
 /// every start).
 pub fn is_asm_backend() -> bool {
