@@ -4,16 +4,18 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend, see arch/x86_64_sysv.S):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back,
- *       asyncjob_fiber_start and asyncjob_fiber_finish (see asyncjob_fiber.h), or
- *       asyncjob__arch_{switch,switch_into,switch_back,start,finish} when ASYNCJOB_SANITIZERS is
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back
+ *       and asyncjob_fiber_finish (see asyncjob_fiber.h), or
+ *       asyncjob__arch_{switch,switch_into,switch_back,finish} when ASYNCJOB_SANITIZERS is
  *       defined (then the C file wraps them with the sanitizer annotations).
+ *   void *START(asyncjob_fiber *from, asyncjob_fiber *to, void *value, void (*fn)(void *, void *));
+ *       START is asyncjob_fiber_start, or asyncjob__arch_start in sanitizer builds.
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
  *   Fiber struct: offset 0 = saved stack pointer while suspended, offset 8 = link (the stack pointer
- *   of the context that last switched into this fiber; only read by unwinders), offsets 16 and 24 =
- *   the function and argument a start runs (what init_stack was given).
+ *   of the context that last switched into this fiber; only read by unwinders), offset 16 = the
+ *   argument a start passes to its function (what init_stack was given).
  *   If fn returns, the trampoline calls asyncjob__fiber_returned(), which never returns.
  *
  * Register roles in asyncjob_fiber_switch:
@@ -313,10 +315,11 @@ SWITCH_KIND SYM(SWITCH_BACK_NAME)
     .cfi_endproc
 aj_end SYM(SWITCH_BACK_NAME)
 
-/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value): saves `from` as
-   a switch does, then begins a run of `to` on its empty stack: the trampoline with sp = top = `to`,
-   x19/x20 = the function and argument kept in the fiber struct, x0 = value, x29 = 0 (a new run ends
-   frame-pointer chains, as a new fiber's first-entry frame does). */
+/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value,
+                             void (*fn)(void *, void *)):
+   saves `from` as a switch does, then begins a run of fn on `to`'s empty stack: the trampoline with
+   sp = top = `to`, x19 = fn, x20 = the argument kept in the fiber struct, x0 = value, x29 = 0 (a new
+   run ends frame-pointer chains, as a new fiber's first-entry frame does). */
 SWITCH_KIND SYM(START_NAME)
     .cfi_startproc
     aj_switch_save
@@ -324,7 +327,8 @@ SWITCH_KIND SYM(START_NAME)
     mov     sp, x1
     /* As in the trampoline: CFA = [sp + 8] + 160, the frame just saved, reached through the link. */
     .cfi_escape 0x0f, 6, 0x8f, 0x08, 0x06, 0x23, 0xa0, 0x01
-    ldp     x19, x20, [x1, #16]
+    mov     x19, x3
+    ldr     x20, [x1, #16]
     mov     x0, x2
     mov     x29, xzr
     b       SYM(asyncjob__aarch64_trampoline)

@@ -4,16 +4,18 @@
  * Contract with csrc/fiber_asm.c (the same for every asm backend):
  *
  *   void *SWITCH(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
- *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back,
- *       asyncjob_fiber_start and asyncjob_fiber_finish (see asyncjob_fiber.h), or
- *       asyncjob__arch_{switch,switch_into,switch_back,start,finish} when ASYNCJOB_SANITIZERS is
+ *       SWITCH is asyncjob_fiber_switch, asyncjob_fiber_switch_into, asyncjob_fiber_switch_back
+ *       and asyncjob_fiber_finish (see asyncjob_fiber.h), or
+ *       asyncjob__arch_{switch,switch_into,switch_back,finish} when ASYNCJOB_SANITIZERS is
  *       defined (then the C file wraps them with the sanitizer annotations).
+ *   void *START(asyncjob_fiber *from, asyncjob_fiber *to, void *value, void (*fn)(void *, void *));
+ *       START is asyncjob_fiber_start, or asyncjob__arch_start in sanitizer builds.
  *   void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg);
  *       Builds the first-entry frame strictly below `top` and returns the value to store in the
  *       fiber's saved stack pointer. `top` is 16-byte aligned and is the address of the fiber struct.
  *   Fiber struct: offset 0 = saved stack pointer while suspended, offset 8 = link (the stack pointer
- *   of the context that last switched into this fiber; only read by unwinders), offsets 16 and 24 =
- *   the function and argument a start runs (what init_stack was given).
+ *   of the context that last switched into this fiber; only read by unwinders), offset 16 = the
+ *   argument a start passes to its function (what init_stack was given).
  *   If fn returns, the trampoline calls asyncjob__fiber_returned(), which never returns.
  *
  * Register roles in asyncjob_fiber_switch:
@@ -142,6 +144,13 @@
 .endm
 
 .macro SWITCH_SAVE fp_slot=8
+    SWITCH_SAVE_FRAME \fp_slot
+    movq    (%rsi), %rcx
+.endm
+
+/* SWITCH_SAVE without the load of the target's stack pointer, for the start (whose target has no
+   frame to restore). */
+.macro SWITCH_SAVE_FRAME fp_slot=8
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
     .cfi_offset %rbp, -16
@@ -167,7 +176,6 @@
     movq    %rsp, %r11              /* this frame holds the current floating-point control state */
     movq    %rdx, %rax
     movq    %rsp, (%rdi)
-    movq    (%rsi), %rcx
 .endm
 
 /* Every switch: continue on the target's stack, restore what its frame saved, and return into it. */
@@ -271,20 +279,21 @@ SWITCH_BACK_BEGIN
     .cfi_endproc
 SWITCH_BACK_END
 
-/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value): saves `from` as
-   a switch does, then begins a run of `to` on its empty stack: the trampoline with rsp = top = `to`,
-   r12/r13 = the function and argument kept in the fiber struct, rax = value. No frame of `to` is
-   restored, so the run keeps the current floating-point control state. */
+/* void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value,
+                             void (*fn)(void *, void *)):
+   saves `from` as a switch does, then begins a run of fn on `to`'s empty stack: the trampoline with
+   rsp = top = `to`, r12 = fn, r13 = the argument kept in the fiber struct, rax = value. No frame of
+   `to` is restored, so the run keeps the current floating-point control state. */
 START_BEGIN
     .cfi_startproc
     ENDBR
-    SWITCH_SAVE
+    SWITCH_SAVE_FRAME
     movq    %rsp, 8(%rsi)
     movq    %rsi, %rsp
     /* As in the trampoline: CFA = [rsp + 8] + 64, the frame just saved, reached through the link. */
     .cfi_escape 0x0f, 5, 0x77, 0x08, 0x06, 0x23, 0x40
-    movq    16(%rsi), %r12
-    movq    24(%rsi), %r13
+    movq    %rcx, %r12
+    movq    16(%rsi), %r13
     /* A new run ends frame-pointer chains, as a new fiber's first-entry frame does. */
     xorl    %ebp, %ebp
     jmp     LOCAL(asyncjob__x86_64_trampoline_entry)

@@ -90,22 +90,25 @@ void *asyncjob_fiber_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void 
 void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 
 /*
- * A fiber's life as a series of runs of its entry function, each cheaper to begin and end than a
- * switch. asyncjob_fiber_start() saves the running context into `from`, like
- * asyncjob_fiber_switch_into(), and begins entry(arg, value) on `to`'s empty stack; `to` must be
- * idle: never entered, or ended by asyncjob_fiber_finish(). asyncjob_fiber_finish(), called by the
- * running fiber `from`, ends its run and resumes `to`, the context that last entered `from`, with
+ * A fiber's life as a series of runs, each of a function of its own and cheaper to begin and end
+ * than a switch. asyncjob_fiber_start() saves the running context into `from`, like
+ * asyncjob_fiber_switch_into(), and begins entry(arg, value) on `to`, `arg` being the pointer given
+ * to asyncjob_fiber_create(); `to` must be idle: never entered, or its last run ended by
+ * asyncjob_fiber_finish(). asyncjob_fiber_finish(), called by the running fiber `from` as the last
+ * thing its run does, ends that run and resumes `to`, the context that last entered `from`, with
  * `value`; nothing of `from` is saved. Each returns the value of the switch that later resumes its
  * caller.
  *
- * With the asm backends asyncjob_fiber_finish() never returns: the next asyncjob_fiber_start()
- * begins the entry function anew, with the current floating-point control state, as a function call
- * would (a switch carries each context's own). The ucontext and Windows backends cannot restart a stack: there
- * these are asyncjob_fiber_switch_into() and asyncjob_fiber_switch_back(), so asyncjob_fiber_finish()
- * returns when the fiber is started again, with that start's value. An entry function that loops
- * (run; finish; run again with the value finish returned) is right on every backend.
+ * With the asm backends a start begins the function on the fiber's empty stack, with the current
+ * floating-point control state, as a function call would (a switch carries each context's own), and
+ * asyncjob_fiber_finish() never returns. The ucontext and Windows backends cannot restart a stack:
+ * there a start resumes the fiber inside the finish that ended its previous run, that finish returns
+ * (its value means nothing), and the function that called it must then return at once; the fiber's
+ * own loop then calls the start's function with the start's value. So a run's function is right on
+ * every backend when it ends with `asyncjob_fiber_finish(...); return;`. A run's function that
+ * returns without finishing aborts the process, as an entry function that returns does.
  */
-void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value, asyncjob_fiber_entry entry);
 void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 
 /*

@@ -16,8 +16,7 @@
 struct asyncjob_fiber {
     void *sp;   /* offset 0, read and written by the asm: saved stack pointer while suspended */
     void *link; /* offset sizeof(void *), written by the asm: stack pointer of the last resumer */
-    void (*start_fn)(void *, void *); /* offset 2 * sizeof(void *), read by the asm's start */
-    void *start_arg;                  /* offset 3 * sizeof(void *), likewise */
+    void *start_arg; /* offset 2 * sizeof(void *), read by the asm's start: the first argument of a run */
 #if defined(ASYNCJOB_SANITIZERS)
     asyncjob_fiber_entry entry;
     void *arg;
@@ -30,8 +29,7 @@ struct asyncjob_fiber {
 
 _Static_assert(offsetof(struct asyncjob_fiber, sp) == 0, "the asm reads sp at offset 0");
 _Static_assert(offsetof(struct asyncjob_fiber, link) == sizeof(void *), "the asm writes link at offset 8");
-_Static_assert(offsetof(struct asyncjob_fiber, start_fn) == 2 * sizeof(void *), "the asm reads start_fn at 16");
-_Static_assert(offsetof(struct asyncjob_fiber, start_arg) == 3 * sizeof(void *), "the asm reads start_arg at 24");
+_Static_assert(offsetof(struct asyncjob_fiber, start_arg) == 2 * sizeof(void *), "the asm reads start_arg at 16");
 
 #define FIBER_RESERVE ((sizeof(struct asyncjob_fiber) + 15u) & ~(size_t)15u)
 
@@ -41,7 +39,7 @@ void *asyncjob__arch_init_stack(void *top, void (*fn)(void *, void *), void *arg
 void *asyncjob__arch_switch(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 void *asyncjob__arch_switch_into(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 void *asyncjob__arch_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
-void *asyncjob__arch_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
+void *asyncjob__arch_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value, asyncjob_fiber_entry entry);
 void *asyncjob__arch_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value);
 _Thread_local struct asyncjob__san *asyncjob__san_prev;
 #endif
@@ -72,7 +70,8 @@ asyncjob_fiber *asyncjob_thread_fiber(void) {
 void asyncjob_thread_fiber_release(void) { asyncjob__thread_unprepare(); }
 
 #if defined(ASYNCJOB_SANITIZERS)
-/* First code of a fiber in sanitizer builds: tells the sanitizers the switch has completed. */
+/* First code of a fiber, and of each of its runs, in sanitizer builds: tells the sanitizers the switch
+   has completed. */
 static void sanitizer_entry(void *fiber_ptr, void *first_value) {
     asyncjob_fiber *fiber = fiber_ptr;
     asyncjob__san_after(&fiber->san);
@@ -101,9 +100,10 @@ void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void 
     return result;
 }
 
-void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value, asyncjob_fiber_entry entry) {
+    to->entry = entry;
     asyncjob__san_before(&from->san, &to->san);
-    void *result = asyncjob__arch_start(from, to, value);
+    void *result = asyncjob__arch_start(from, to, value, sanitizer_entry);
     asyncjob__san_after(&from->san);
     return result;
 }
@@ -129,13 +129,12 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
     fiber->entry = entry;
     fiber->arg = arg;
     asyncjob__san_register(&fiber->san, stack_base, stack_size);
-    fiber->start_fn = sanitizer_entry;
     fiber->start_arg = fiber;
+    fiber->sp = asyncjob__arch_init_stack(top, sanitizer_entry, fiber);
 #else
-    fiber->start_fn = entry;
     fiber->start_arg = arg;
+    fiber->sp = asyncjob__arch_init_stack(top, entry, arg);
 #endif
-    fiber->sp = asyncjob__arch_init_stack(top, fiber->start_fn, fiber->start_arg);
 #if defined(ASYNCJOB_VALGRIND)
     fiber->valgrind_id = asyncjob__valgrind_register(stack_base, stack_size);
 #endif

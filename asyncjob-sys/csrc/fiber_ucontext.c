@@ -45,9 +45,10 @@ struct asyncjob_fiber {
     ucontext_t uc;   /* first entry (and every switch when USE_SWAPCONTEXT) */
     jmp_buf env;     /* later switches */
     void *value;     /* value delivered to this fiber by the switch that resumes it */
-    asyncjob_fiber_entry entry;
+    asyncjob_fiber_entry entry; /* the function of the fiber's next run (see trampoline) */
     void *arg;
     int started;     /* 1 once the fiber was entered: env is then valid */
+    int finished;    /* 1 from asyncjob_fiber_finish until its run's function has returned */
 #if defined(__x86_64__) || defined(__i386__)
     uint32_t mxcsr;
     uint16_t fcw;
@@ -120,8 +121,15 @@ static void trampoline(unsigned int hi, unsigned int lo) {
 #if defined(ASYNCJOB_SANITIZERS)
     asyncjob__san_after(&fiber->san);
 #endif
-    fiber->entry(fiber->arg, fiber->value);
-    asyncjob__fiber_returned();
+    /* A stack cannot be restarted here, so the fiber's runs are this loop's rounds: a run's function
+       returns after the finish that ended it was resumed by a start, which set the next one. */
+    for (;;) {
+        fiber->entry(fiber->arg, fiber->value);
+        if (!fiber->finished) {
+            asyncjob__fiber_returned();
+        }
+        fiber->finished = 0;
+    }
 }
 
 asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
@@ -200,11 +208,13 @@ void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void 
 
 /* A stack cannot be restarted here: a start resumes the fiber where its finish left it (see the
    header). */
-void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value, asyncjob_fiber_entry entry) {
+    to->entry = entry;
     return asyncjob_fiber_switch(from, to, value);
 }
 
 void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    from->finished = 1;
     return asyncjob_fiber_switch(from, to, value);
 }
 

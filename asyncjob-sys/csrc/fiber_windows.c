@@ -70,8 +70,9 @@
 struct asyncjob_fiber {
     LPVOID handle;               /* the OS fiber */
     void *value;                 /* delivered by the switch that resumes this fiber */
-    asyncjob_fiber_entry entry;  /* NULL for a thread fiber */
+    asyncjob_fiber_entry entry;  /* the function of the fiber's next run; NULL for a thread fiber */
     void *arg;
+    int finished;                /* 1 from asyncjob_fiber_finish until its run's function returned */
     unsigned int mxcsr;          /* floating-point control state, saved while switched out */
     unsigned short x87_cw;
 };
@@ -169,8 +170,15 @@ static void entry_returned(void) {
 static VOID CALLBACK fiber_start(LPVOID param) {
     asyncjob_fiber *self = (asyncjob_fiber *)param;
     fp_restore(self);
-    self->entry(self->arg, self->value);
-    entry_returned();
+    /* A stack cannot be restarted here, so the fiber's runs are this loop's rounds: a run's function
+       returns after the finish that ended it was resumed by a start, which set the next one. */
+    for (;;) {
+        self->entry(self->arg, self->value);
+        if (!self->finished) {
+            entry_returned();
+        }
+        self->finished = 0;
+    }
 }
 
 asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, asyncjob_fiber_entry entry,
@@ -186,6 +194,7 @@ asyncjob_fiber *asyncjob_fiber_create(void *stack_base, size_t stack_size, async
     fiber->value = NULL;
     fiber->entry = entry;
     fiber->arg = arg;
+    fiber->finished = 0;
     fp_save(fiber); /* the creator's control state is the new fiber's first one */
     /* Commit 0: the executable's default initial commit; the rest of the reservation is committed
        page by page as the fiber's stack grows past its guard page. */
@@ -216,11 +225,13 @@ void *asyncjob_fiber_switch_back(asyncjob_fiber *from, asyncjob_fiber *to, void 
 
 /* A stack cannot be restarted here: a start resumes the fiber where its finish left it (see the
    header). */
-void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+void *asyncjob_fiber_start(asyncjob_fiber *from, asyncjob_fiber *to, void *value, asyncjob_fiber_entry entry) {
+    to->entry = entry;
     return asyncjob_fiber_switch(from, to, value);
 }
 
 void *asyncjob_fiber_finish(asyncjob_fiber *from, asyncjob_fiber *to, void *value) {
+    from->finished = 1;
     return asyncjob_fiber_switch(from, to, value);
 }
 

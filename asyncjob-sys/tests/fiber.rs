@@ -88,13 +88,11 @@ unsafe extern "C" fn runs_entry(arg: *mut c_void, first: *mut c_void) {
     }
     runs.last_frame.set(frame);
     runs.entries.set(runs.entries.get() + 1);
-    let mut value = first as usize;
-    // Only where a stack cannot be restarted does `finish` return (with the next start's value).
-    loop {
-        assert_eq!(value, runs.values.get() + 1, "value handed to the run");
-        runs.values.set(value);
-        value = finish(runs.me.get(), runs.thread, value * 10);
-    }
+    let value = first as usize;
+    assert_eq!(value, runs.values.get() + 1, "value handed to the run");
+    runs.values.set(value);
+    // Only where a stack cannot be restarted does `finish` return, when the fiber is started again.
+    finish(runs.me.get(), runs.thread, value * 10);
 }
 
 #[test]
@@ -113,19 +111,46 @@ fn every_start_begins_a_run_that_finish_ends() {
     const RUNS: usize = 100_000;
     for i in 1..=RUNS {
         assert_eq!(
-            start(runs.thread, fiber.raw, i),
+            start(runs.thread, fiber.raw, i, runs_entry),
             i * 10,
             "value handed back"
         );
     }
     assert_eq!(runs.values.get(), RUNS);
-    if is_asm_backend() {
-        // Each start entered the function anew, on the same empty stack.
-        assert_eq!(runs.entries.get(), RUNS);
-        assert_eq!(runs.first_frame.get(), runs.last_frame.get());
-    } else {
-        assert_eq!(runs.entries.get(), 1);
-    }
+    // Each start called the function anew, at the same depth of the fiber's stack (with the asm
+    // backends on the empty stack; elsewhere from the fiber's own loop).
+    assert_eq!(runs.entries.get(), RUNS);
+    assert_eq!(runs.first_frame.get(), runs.last_frame.get());
+}
+
+/// Each start runs the function it is given, with the fiber's own argument.
+unsafe extern "C" fn tens_entry(arg: *mut c_void, first: *mut c_void) {
+    // SAFETY: as in `runs_entry`.
+    let runs: &Runs = unsafe { arg_ref(arg) };
+    runs.entries.set(runs.entries.get() + 10);
+    finish(runs.me.get(), runs.thread, first as usize + 10);
+}
+
+#[test]
+fn each_start_runs_its_own_function() {
+    let stack = Stack::new(STACK).expect("stack");
+    let runs = Runs {
+        thread: thread_fiber(),
+        me: Cell::new(core::ptr::null_mut()),
+        entries: Cell::new(0),
+        values: Cell::new(0),
+        first_frame: Cell::new(0),
+        last_frame: Cell::new(0),
+    };
+    let fiber = Fiber::new(&stack, runs_entry, (&raw const runs).cast_mut().cast());
+    runs.me.set(fiber.raw);
+    // runs_entry: +1 entry, value * 10; tens_entry: +10 entries, value + 10.
+    assert_eq!(start(runs.thread, fiber.raw, 1, tens_entry), 11);
+    assert_eq!(start(runs.thread, fiber.raw, 1, runs_entry), 10);
+    assert_eq!(start(runs.thread, fiber.raw, 5, tens_entry), 15);
+    assert_eq!(start(runs.thread, fiber.raw, 2, runs_entry), 20);
+    assert_eq!(runs.entries.get(), 22);
+    assert_eq!(runs.values.get(), 2);
 }
 
 /// A start after switches: the fiber's first run pauses (a plain switch back) and is resumed before
@@ -134,11 +159,8 @@ unsafe extern "C" fn pausing_runs_entry(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: as in `runs_entry`.
     let runs: &Runs = unsafe { arg_ref(arg) };
     runs.entries.set(runs.entries.get() + 1);
-    let mut value = first as usize;
-    loop {
-        let resumed = switch(runs.me.get(), runs.thread, value + 1);
-        value = finish(runs.me.get(), runs.thread, resumed + 1);
-    }
+    let resumed = switch(runs.me.get(), runs.thread, first as usize + 1);
+    finish(runs.me.get(), runs.thread, resumed + 1);
 }
 
 #[test]
@@ -159,14 +181,18 @@ fn a_run_that_paused_and_was_resumed_finishes_and_starts_again() {
     );
     runs.me.set(fiber.raw);
     for i in 0..1000 {
-        assert_eq!(start(runs.thread, fiber.raw, 10 * i), 10 * i + 1, "paused");
+        assert_eq!(
+            start(runs.thread, fiber.raw, 10 * i, pausing_runs_entry),
+            10 * i + 1,
+            "paused"
+        );
         assert_eq!(
             switch(runs.thread, fiber.raw, 10 * i + 5),
             10 * i + 6,
             "finished"
         );
     }
-    assert_eq!(runs.entries.get(), if is_asm_backend() { 1000 } else { 1 });
+    assert_eq!(runs.entries.get(), 1000);
 }
 
 #[test]
@@ -272,8 +298,8 @@ fn resumer_with_a_recognisable_name(
 
 /// The asm trampoline's CFI leads unwinders from a fiber's frames into the code that resumed it.
 /// Runs `entry` on a new fiber through `enter` (called twice when `twice`, the second time on a stack
-/// that has run before: only with the asm backends, which restart a stack) and checks the backtrace it
-/// captured: it shows `entry`, and with the asm backends `enter` and the test that called it.
+/// that has run before) and checks the backtrace it captured: it shows `entry`, and with the asm
+/// backends `enter` and the test that called it.
 fn check_backtrace(
     entry: support::Entry,
     enter: fn(*mut sys::asyncjob_fiber, *mut sys::asyncjob_fiber) -> usize,
@@ -287,7 +313,7 @@ fn check_backtrace(
     };
     let fiber = Fiber::new(&stack, entry, (&raw const s).cast_mut().cast());
     s.base.me.set(fiber.raw);
-    let runs = if twice && is_asm_backend() { 2 } else { 1 };
+    let runs = if twice { 2 } else { 1 };
     for _ in 0..runs {
         assert_eq!(enter(s.base.thread, fiber.raw), 1);
     }
@@ -319,7 +345,6 @@ unsafe extern "C" fn backtrace_run_entry(arg: *mut c_void, _first: *mut c_void) 
     let s: &BacktraceShared = unsafe { arg_ref(arg) };
     *s.text.borrow_mut() = std::backtrace::Backtrace::force_capture().to_string();
     finish(s.base.me.get(), s.base.thread, 1);
-    unreachable!("the fiber is not started again");
 }
 
 #[inline(never)]
@@ -327,7 +352,7 @@ fn starter_with_a_recognisable_name(
     thread: *mut sys::asyncjob_fiber,
     fiber: *mut sys::asyncjob_fiber,
 ) -> usize {
-    let back = start(thread, fiber, 0);
+    let back = start(thread, fiber, 0, backtrace_run_entry);
     std::hint::black_box(back)
 }
 

@@ -25,9 +25,9 @@ macro_rules! sym_name {
     };
 }
 
-// regs_switch(from, to, value, regs): loads rbx, rbp, r12-r15 from regs[0..6], switches, and writes
-// the registers' values after the switch returns back into regs[0..6]. regs_start: the same around
-// asyncjob_fiber_start.
+// regs_switch(from, to, value, run, regs): loads rbx, rbp, r12-r15 from regs[0..6], switches (`run`
+// unused), and writes the registers' values after the switch returns back into regs[0..6].
+// regs_start: the same around asyncjob_fiber_start(from, to, value, run).
 macro_rules! regs_helper {
     ($name:literal, $switch:path) => {
         global_asm!(
@@ -40,21 +40,21 @@ macro_rules! regs_helper {
             "push r13",
             "push r14",
             "push r15",
-            "push rcx",
-            "mov rbx, [rcx]",
-            "mov rbp, [rcx + 8]",
-            "mov r12, [rcx + 16]",
-            "mov r13, [rcx + 24]",
-            "mov r14, [rcx + 32]",
-            "mov r15, [rcx + 40]",
+            "push r8",
+            "mov rbx, [r8]",
+            "mov rbp, [r8 + 8]",
+            "mov r12, [r8 + 16]",
+            "mov r13, [r8 + 24]",
+            "mov r14, [r8 + 32]",
+            "mov r15, [r8 + 40]",
             "call {switch}",
-            "pop rcx",
-            "mov [rcx], rbx",
-            "mov [rcx + 8], rbp",
-            "mov [rcx + 16], r12",
-            "mov [rcx + 24], r13",
-            "mov [rcx + 32], r14",
-            "mov [rcx + 40], r15",
+            "pop r8",
+            "mov [r8], rbx",
+            "mov [r8 + 8], rbp",
+            "mov [r8 + 16], r12",
+            "mov [r8 + 24], r13",
+            "mov [r8 + 32], r14",
+            "mov [r8 + 40], r15",
             "pop r15",
             "pop r14",
             "pop r13",
@@ -85,12 +85,14 @@ unsafe extern "C" {
         from: *mut sys::asyncjob_fiber,
         to: *mut sys::asyncjob_fiber,
         value: usize,
+        run: sys::asyncjob_fiber_entry,
         regs: *mut [u64; 6],
     ) -> usize;
     fn asyncjob_test_regs_start(
         from: *mut sys::asyncjob_fiber,
         to: *mut sys::asyncjob_fiber,
         value: usize,
+        run: sys::asyncjob_fiber_entry,
         regs: *mut [u64; 6],
     ) -> usize;
     fn asyncjob_test_align_probe(arg: *mut c_void, first: *mut c_void);
@@ -101,6 +103,7 @@ type RegsHelper = unsafe extern "C" fn(
     *mut sys::asyncjob_fiber,
     *mut sys::asyncjob_fiber,
     usize,
+    sys::asyncjob_fiber_entry,
     *mut [u64; 6],
 ) -> usize;
 
@@ -109,11 +112,12 @@ fn regs_call(
     from: *mut sys::asyncjob_fiber,
     to: *mut sys::asyncjob_fiber,
     value: usize,
+    run: sys::asyncjob_fiber_entry,
     regs: &mut [u64; 6],
 ) -> usize {
     // SAFETY: the helpers follow the C ABI (each saves and restores every callee-saved register it
     // sets) and the tests keep to the contract of the switch or start for `from` and `to`.
-    unsafe { helper(from, to, value, regs) }
+    unsafe { helper(from, to, value, run, regs) }
 }
 
 fn regs_switch(
@@ -122,7 +126,7 @@ fn regs_switch(
     value: usize,
     regs: &mut [u64; 6],
 ) -> usize {
-    regs_call(asyncjob_test_regs_switch, from, to, value, regs)
+    regs_call(asyncjob_test_regs_switch, from, to, value, None, regs)
 }
 
 const THREAD_PATTERN: [u64; 6] = [
@@ -202,18 +206,20 @@ fn callee_saved_registers_survive_switches_both_ways() {
 unsafe extern "C" fn regs_run_entry(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: `arg` is the test's Shared, alive until the fiber is done, only used through `&`.
     let shared: &Shared = unsafe { arg_ref(arg) };
-    let mut value = first as usize;
-    loop {
-        let mut regs = FIBER_PATTERN;
-        // A switch that comes straight back (the thread resumes at once), so that the run's
-        // registers hold its pattern when it finishes.
-        let back = regs_switch(shared.me.get(), shared.thread, value + 1, &mut regs);
-        if regs != FIBER_PATTERN {
-            shared.failures.set(shared.failures.get() + 1);
-        }
-        shared.rounds.set(shared.rounds.get() + 1);
-        value = finish(shared.me.get(), shared.thread, back + 1);
+    let mut regs = FIBER_PATTERN;
+    // A switch that comes straight back (the thread resumes at once), so that the run's registers
+    // hold its pattern when it finishes.
+    let back = regs_switch(
+        shared.me.get(),
+        shared.thread,
+        first as usize + 1,
+        &mut regs,
+    );
+    if regs != FIBER_PATTERN {
+        shared.failures.set(shared.failures.get() + 1);
     }
+    shared.rounds.set(shared.rounds.get() + 1);
+    finish(shared.me.get(), shared.thread, back + 1);
 }
 
 #[test]
@@ -230,6 +236,7 @@ fn callee_saved_registers_survive_start_and_finish() {
                 shared.thread,
                 fiber.raw,
                 10,
+                Some(regs_run_entry),
                 &mut regs
             ),
             11
@@ -348,12 +355,10 @@ fn mxcsr_and_x87_control_word_are_per_fiber() {
 unsafe extern "C" fn fp_run_entry(arg: *mut c_void, _first: *mut c_void) {
     // SAFETY: `arg` is the test's FpShared, alive until the fiber is done, only used through `&`.
     let s: &FpShared = unsafe { arg_ref(arg) };
-    loop {
-        s.at_entry.set((mxcsr() & MXCSR_CONTROL, fcw()));
-        set_mxcsr(MXCSR_ROUND_ZERO);
-        set_fcw(FCW_ROUND_ZERO);
-        finish(s.base.me.get(), s.base.thread, 1);
-    }
+    s.at_entry.set((mxcsr() & MXCSR_CONTROL, fcw()));
+    set_mxcsr(MXCSR_ROUND_ZERO);
+    set_fcw(FCW_ROUND_ZERO);
+    finish(s.base.me.get(), s.base.thread, 1);
 }
 
 /// A run begins with the starter's control state, as a called function would (not with the state
@@ -378,7 +383,7 @@ fn a_run_begins_with_the_starters_control_state() {
     ] {
         set_mxcsr(m);
         set_fcw(f);
-        assert_eq!(start(s.base.thread, fiber.raw, 0), 1);
+        assert_eq!(start(s.base.thread, fiber.raw, 0, fp_run_entry), 1);
         seen.push(((mxcsr() & MXCSR_CONTROL, fcw()), s.at_entry.get()));
     }
     set_mxcsr(orig_mxcsr);

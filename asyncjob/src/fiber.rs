@@ -6,13 +6,15 @@
 //! with a stack, launch a closure on it, resume it, let it suspend itself, leak it.
 //!
 //! The switch protocol: the resumer (the thread's own context, or a running fiber when a suspended
-//! one is dropped from inside it) lends the fiber two things for the duration of one switch: a
-//! launcher (on a fiber's first run of a closure, passed as the switch's value) and an output slot
-//! where the closure's result goes when it returns. The fiber reports back with one of two exit
-//! codes; the resumer reads the slot only after control has come back, while the fiber is suspended,
-//! so the two never touch it at the same time. Control enters a fiber with
-//! `asyncjob_fiber_switch_into` and leaves it with `asyncjob_fiber_switch_back`, the switch's
-//! variants that know their direction (they keep the fiber's unwinding link without testing it).
+//! one is dropped from inside it) lends the fiber two things for the duration of one switch: the
+//! closure (on a launch, passed as the start's value to a run of `run_launched` for its type) and an
+//! output slot where the closure's result goes when it returns. The fiber reports back with one of
+//! two exit codes; the resumer reads the slot only after control has come back, while the fiber is
+//! suspended, so the two never touch it at the same time. A launch begins a run of the fiber
+//! (`asyncjob_fiber_start`), a returned closure ends it (`asyncjob_fiber_finish`); a resume enters a
+//! suspended fiber with `asyncjob_fiber_switch_into` and a pause leaves it with
+//! `asyncjob_fiber_switch_back`, the switch's variants that know their direction (they keep the
+//! fiber's unwinding link without testing it).
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -100,13 +102,6 @@ enum Stack {
     Custom(StackMemory),
     /// The operating system owns the stack (Windows Fibers).
     Os,
-}
-
-/// Type-erased first run of a closure: it lives on the resumer's stack until the fiber moves it onto
-/// its own.
-struct Launch<D> {
-    closure: *const (),
-    run: unsafe fn(*const (), &Fiber<D>),
 }
 
 /// A fiber: its saved context, its stack, and a payload `D` for the layers above. Owned through a
@@ -204,7 +199,7 @@ impl<D> Fiber<D> {
         fiber.make_context().then_some(fiber)
     }
 
-    /// (Re)make the fiber's context so that the next switch into it enters `fiber_root` afresh.
+    /// (Re)make the fiber's context on its stack, idle: the next launch begins a run on it.
     fn make_context(&self) -> bool {
         let (base, size) = match &self.stack {
             Stack::Default(s) => (s.base.cast::<u8>(), s.size),
@@ -216,7 +211,7 @@ impl<D> Fiber<D> {
         // stack is released only in `Drop`, after the context); `arg` is this boxed fiber, whose
         // address is stable and which outlives the context for the same reason.
         let raw =
-            unsafe { sys::asyncjob_fiber_create(base.cast(), size, Some(fiber_root::<D>), arg) };
+            unsafe { sys::asyncjob_fiber_create(base.cast(), size, Some(entered_unstarted), arg) };
         self.raw.set(raw);
         self.output.set(ptr::null_mut());
         self.cancelling.set(false);
@@ -261,16 +256,14 @@ impl<D> Fiber<D> {
     {
         // The fiber moves the closure out (its first action on being launched); never dropped here.
         let closure = ManuallyDrop::new(f);
-        let launch = Launch::<D> {
-            closure: ptr::from_ref(&closure).cast(),
-            run: run_closure::<F, R, D>,
-        };
         self.cancelling.set(false);
-        // The launcher travels as the start's value: `fiber_root` receives it as its first value
-        // (or, where a stack cannot be restarted, as the return of the finish that ended the fiber's
-        // previous closure).
-        // SAFETY: guaranteed by the caller; `launch` and `closure` live until the switch returns.
-        unsafe { self.switch_in::<R>(from, &launch as *const Launch<D> as usize, Entry::Start) }
+        // The closure's address travels as the start's value, to the run of `run_launched` for its
+        // type.
+        // SAFETY: guaranteed by the caller; `closure` lives until the switch returns.
+        unsafe {
+            let value = ptr::from_ref(&closure) as usize;
+            self.switch_in::<R>(from, value, Entry::Start(run_launched::<F, R, D>))
+        }
     }
 
     /// Continue a suspended fiber until it suspends again or its closure returns. With
@@ -292,8 +285,8 @@ impl<D> Fiber<D> {
 
     /// # Safety
     ///
-    /// As for `launch` (with `Entry::Start`) or `resume` (with `Entry::Resume`); `message` is a
-    /// launcher for an idle fiber, a wake code for a suspended one.
+    /// As for `launch` (with `Entry::Start`) or `resume` (with `Entry::Resume`); `message` is the
+    /// value the start's function expects for an idle fiber, a wake code for a suspended one.
     #[inline(always)]
     unsafe fn switch_in<R: 'static>(&self, from: Resumer, message: usize, entry: Entry) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
@@ -306,7 +299,7 @@ impl<D> Fiber<D> {
         let exit = unsafe {
             let (from, to, message) = (from.0.as_ptr(), self.raw.get(), message as *mut c_void);
             match entry {
-                Entry::Start => sys::asyncjob_fiber_start(from, to, message),
+                Entry::Start(run) => sys::asyncjob_fiber_start(from, to, message, Some(run)),
                 Entry::Resume => sys::asyncjob_fiber_switch_into(from, to, message),
             }
         };
@@ -388,11 +381,14 @@ impl<D> Drop for Fiber<D> {
     }
 }
 
+/// The function of a fiber's run: `(the fiber, the start's value)`.
+type RunFn = unsafe extern "C" fn(*mut c_void, *mut c_void);
+
 /// How `switch_in` enters a fiber.
 #[derive(Clone, Copy)]
 enum Entry {
-    /// An idle fiber: a new run of `fiber_root` on its empty stack.
-    Start,
+    /// An idle fiber: a new run of this function on its empty stack.
+    Start(RunFn),
     /// A suspended fiber: it continues in `suspend`.
     Resume,
 }
@@ -445,35 +441,10 @@ fn align_custom(memory: &StackMemory) -> (*mut u8, usize) {
     (memory.base.as_ptr().wrapping_add(aligned - start), size)
 }
 
-/// Entry point of every fiber: run one launched closure. With the asm backends every launch is a new
-/// run of this function (the finish at the end never returns); where a stack cannot be restarted the
-/// finish returns the next launcher, and the loop runs it.
-extern "C" fn fiber_root<D>(arg: *mut c_void, first: *mut c_void) {
-    // SAFETY: `arg` is the `Fiber` given to asyncjob_fiber_create, which outlives its raw fiber. Its
-    // owner is a `FiberBox`, which asserts no uniqueness, so this shared reference may coexist with
-    // the owner's moves and with other shared references.
-    let fiber = unsafe { &*arg.cast::<Fiber<D>>() };
-    let mut message = first;
-    loop {
-        // An idle fiber is only ever entered by `Fiber::launch` (resume and cancel go to suspended
-        // fibers), so every message arriving here is a launcher.
-        // SAFETY: `launch` passes the address of a `Launch<D>` on its own stack, alive until this
-        // fiber switches back; it holds a closure of type `ManuallyDrop<F>` and the matching
-        // `run_closure::<F, R, D>`.
-        let launch = unsafe { &*message.cast::<Launch<D>>() };
-        // SAFETY: as above.
-        unsafe { (launch.run)(launch.closure, fiber) };
-        // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit. Nothing
-        // on this stack is used after the finish: the closure's frames have returned, and this
-        // function's own locals are plain data.
-        message = unsafe {
-            sys::asyncjob_fiber_finish(
-                fiber.raw.get(),
-                fiber.resumer.get(),
-                EXIT_FINISHED as *mut c_void,
-            )
-        };
-    }
+/// The entry function every fiber is created with. It never runs: a fiber is only ever entered by a
+/// launch, which begins a run of its own function, or by a resume after that.
+extern "C" fn entered_unstarted(_arg: *mut c_void, _first: *mut c_void) {
+    crate::abort_with("a fiber was entered before it was launched");
 }
 
 /// Aborts the process when dropped during an unwind that is not a Rust panic: glibc's forced unwind
@@ -493,14 +464,20 @@ impl Drop for AbortOnForeignUnwind {
     }
 }
 
-/// Runs one launched closure on its fiber's stack.
+/// A fiber's run for a launched closure of type `F`: moves the closure onto the fiber's stack, runs
+/// it, puts its result in the output slot and ends the run.
 ///
 /// # Safety
 ///
-/// `closure` must point to a live `ManuallyDrop<F>` holding the closure, which this call moves out
-/// (its owner never touches it again), and the fiber's output slot must point to a live
-/// `Option<thread::Result<R>>` whenever the closure returns.
-unsafe fn run_closure<F: FnOnce() -> R, R, D>(closure: *const (), fiber: &Fiber<D>) {
+/// Called only by `asyncjob_fiber_start` from `Fiber::launch::<F, R>`: `arg` is the `Fiber<D>` given
+/// to `asyncjob_fiber_create` (which outlives its raw fiber), and `closure` points to a live
+/// `ManuallyDrop<F>` holding the closure, which this call moves out (its owner never touches it
+/// again). The fiber's output slot points to a live `Option<thread::Result<R>>` whenever the closure
+/// returns.
+unsafe extern "C" fn run_launched<F: FnOnce() -> R, R, D>(arg: *mut c_void, closure: *mut c_void) {
+    // SAFETY: guaranteed by the caller. The fiber's owner is a `FiberBox`, which asserts no
+    // uniqueness, so this shared reference may coexist with the owner's moves and other references.
+    let fiber = unsafe { &*arg.cast::<Fiber<D>>() };
     // SAFETY: guaranteed by the caller (`ManuallyDrop<F>` has the layout of `F`); the closure is
     // moved onto this stack before the first pause, so the resumer's copy may go away afterwards,
     // and its owner never drops it.
@@ -516,4 +493,15 @@ unsafe fn run_closure<F: FnOnce() -> R, R, D>(closure: *const (), fiber: &Fiber<
     // output slot and waits in `switch_in` until this fiber switches out. The slot holds the `None`
     // that `switch_in` put there, which has nothing to drop: it is overwritten.
     unsafe { output.write(Some(result)) };
+    // SAFETY: this fiber is running, and its resumer waits in `switch_in` for this exit. Nothing on
+    // this stack is used after the finish: the closure's frames have returned and this function's
+    // locals are plain data. Where a stack cannot be restarted the finish returns when the fiber is
+    // launched again, and this run then returns at once, as the shim requires.
+    unsafe {
+        sys::asyncjob_fiber_finish(
+            fiber.raw.get(),
+            fiber.resumer.get(),
+            EXIT_FINISHED as *mut c_void,
+        )
+    };
 }

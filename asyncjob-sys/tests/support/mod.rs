@@ -127,15 +127,23 @@ pub fn switch(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, valu
     unsafe { sys::asyncjob_fiber_switch(from, to, value as *mut c_void) as usize }
 }
 
-/// Begins a run of the idle fiber `to` from the running fiber `from` (`asyncjob_fiber_start`).
-pub fn start(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, value: usize) -> usize {
+/// Begins a run of `run` on the idle fiber `to` from the running fiber `from`
+/// (`asyncjob_fiber_start`).
+pub fn start(
+    from: *mut sys::asyncjob_fiber,
+    to: *mut sys::asyncjob_fiber,
+    value: usize,
+    run: Entry,
+) -> usize {
     // SAFETY: the tests keep to the contract: `from` is the fiber running on this thread and `to` an
-    // idle fiber (never entered, or its last run finished) whose stack is alive.
-    unsafe { sys::asyncjob_fiber_start(from, to, value as *mut c_void) as usize }
+    // idle fiber (never entered, or its last run finished) whose stack is alive; every run ends with
+    // `finish` and then returns.
+    unsafe { sys::asyncjob_fiber_start(from, to, value as *mut c_void, Some(run)) as usize }
 }
 
 /// Ends the run of the running fiber `from` and resumes `to`, which entered it
-/// (`asyncjob_fiber_finish`). Returns only where a stack cannot be restarted.
+/// (`asyncjob_fiber_finish`). Returns only where a stack cannot be restarted, when the fiber is
+/// started again; the run must then return.
 pub fn finish(from: *mut sys::asyncjob_fiber, to: *mut sys::asyncjob_fiber, value: usize) -> usize {
     // SAFETY: the tests call it on the running fiber's own stack with nothing on it still in use,
     // and `to` is the context that started or resumed it last.
