@@ -99,8 +99,8 @@ struct ThreadState {
 }
 
 impl ThreadState {
-    /// Keep a paused job; the one in the slot before it moves to the map (out of line: a job resumed
-    /// from the slot finds it empty again).
+    /// Keep a paused job. A job that was resumed from the slot goes back into it with one store; any
+    /// other takes the slot, and the slot's job moves to the map (out of line, in `park_elsewhere`).
     #[inline]
     fn park(&self, id: usize, job: Job<JobResult>) {
         if self.recent_id.get() == id {
@@ -138,10 +138,11 @@ impl ThreadState {
     /// The wait context of the job paused under `id`.
     fn wait_ctx_of(&self, id: usize) -> Option<WaitCtx> {
         if id != 0 && self.recent_id.get() == id {
+            // A job in the slot under `id` is the one: an id is in the slot or in the map, never both.
             let job = self.recent_job.take();
-            let ctx = job.as_ref().and_then(Job::wait_ctx);
-            self.recent_job.set(job);
-            if ctx.is_some() {
+            if let Some(held) = &job {
+                let ctx = held.wait_ctx();
+                self.recent_job.set(job);
                 return ctx;
             }
         }
