@@ -1,5 +1,7 @@
 //! Raw switch round trip (thread -> fiber -> thread, two switches) of the shim, next to corosensei's
-//! resume/suspend round trip in the same run.
+//! resume/suspend round trip in the same run; and the same round trip with each switch called from a
+//! function that returns right after it, as `ASYNC_start_job` and `ASYNC_pause_job` must: that return
+//! comes after a jump from another stack, so the return-address predictor gets it wrong.
 
 use asyncjob_sys as sys;
 use core::ffi::c_void;
@@ -22,7 +24,65 @@ unsafe extern "C" fn echo(arg: *mut c_void, first: *mut c_void) {
     }
 }
 
+/// A switch and a return right after it: what an out-of-line C entry point around a switch does.
+#[inline(never)]
+fn switch_and_return(
+    from: *mut sys::asyncjob_fiber,
+    to: *mut sys::asyncjob_fiber,
+    value: *mut c_void,
+) -> *mut c_void {
+    // SAFETY: the callers keep to the switch contract (`from` runs, `to` is suspended or new).
+    black_box(unsafe { sys::asyncjob_fiber_switch(from, to, value) })
+}
+
+unsafe extern "C" fn echo_returning(arg: *mut c_void, first: *mut c_void) {
+    let pair = arg.cast::<Pair>();
+    let mut value = first;
+    loop {
+        // SAFETY: as in `echo`.
+        value = unsafe { switch_and_return((*pair).fiber, (*pair).thread, value) };
+    }
+}
+
 fn shim_round_trip(c: &mut Criterion) {
+    let (mut stack, pair) = new_fiber(echo);
+    let (mut stack2, pair2) = new_fiber(echo_returning);
+    let (thread, fiber) = (pair.thread, pair.fiber);
+    let mut group = c.benchmark_group("switch round trip");
+    group.bench_function("asyncjob-sys", |b| {
+        b.iter(|| {
+            // SAFETY: runs on the thread fiber; the fiber is suspended in `echo` (or new).
+            unsafe { sys::asyncjob_fiber_switch(thread, fiber, black_box(core::ptr::null_mut())) }
+        })
+    });
+    group.bench_function(
+        "asyncjob-sys, each switch in a function returning after it",
+        |b| b.iter(|| switch_and_return(thread, pair2.fiber, black_box(core::ptr::null_mut()))),
+    );
+    let mut coroutine = Coroutine::new(|yielder, mut input: usize| {
+        loop {
+            input = yielder.suspend(input);
+        }
+    });
+    group.bench_function("corosensei", |b| {
+        b.iter(|| coroutine.resume(black_box(0usize)))
+    });
+    group.finish();
+    drop(coroutine);
+    // SAFETY: the fibers are suspended and never resumed again; each stack is freed after its fiber.
+    unsafe {
+        sys::asyncjob_fiber_free(fiber);
+        sys::asyncjob_stack_free(&mut stack);
+        sys::asyncjob_fiber_free(pair2.fiber);
+        sys::asyncjob_stack_free(&mut stack2);
+    }
+    drop((pair, pair2));
+}
+
+/// A fiber running `entry` on a new stack, with the thread fiber, for the round trips.
+fn new_fiber(
+    entry: unsafe extern "C" fn(*mut c_void, *mut c_void),
+) -> (sys::asyncjob_stack, Box<Pair>) {
     let mut stack = sys::asyncjob_stack {
         base: core::ptr::null_mut(),
         size: 0,
@@ -40,34 +100,12 @@ fn shim_round_trip(c: &mut Criterion) {
     // SAFETY: no preconditions.
     pair.thread = unsafe { sys::asyncjob_thread_fiber() };
     let pair_ptr: *mut Pair = &mut *pair;
-    // SAFETY: the stack is alive and large enough; `pair` outlives the fiber.
+    // SAFETY: the stack is alive and large enough; `pair` (boxed: its address stays) outlives the
+    // fiber.
     pair.fiber =
-        unsafe { sys::asyncjob_fiber_create(stack.base, stack.size, Some(echo), pair_ptr.cast()) };
+        unsafe { sys::asyncjob_fiber_create(stack.base, stack.size, Some(entry), pair_ptr.cast()) };
     assert!(!pair.fiber.is_null());
-    let (thread, fiber) = (pair.thread, pair.fiber);
-    let mut group = c.benchmark_group("switch round trip");
-    group.bench_function("asyncjob-sys", |b| {
-        b.iter(|| {
-            // SAFETY: runs on the thread fiber; the fiber is suspended in `echo` (or new).
-            unsafe { sys::asyncjob_fiber_switch(thread, fiber, black_box(core::ptr::null_mut())) }
-        })
-    });
-    let mut coroutine = Coroutine::new(|yielder, mut input: usize| {
-        loop {
-            input = yielder.suspend(input);
-        }
-    });
-    group.bench_function("corosensei", |b| {
-        b.iter(|| coroutine.resume(black_box(0usize)))
-    });
-    group.finish();
-    drop(coroutine);
-    // SAFETY: the fiber is suspended and never resumed again; its stack is freed after it.
-    unsafe {
-        sys::asyncjob_fiber_free(fiber);
-        sys::asyncjob_stack_free(&mut stack);
-    }
-    drop(pair);
+    (stack, pair)
 }
 
 criterion_group!(benches, shim_round_trip);
