@@ -1,7 +1,9 @@
 //! Raw switch round trip (thread -> fiber -> thread, two switches) of the shim, next to corosensei's
 //! resume/suspend round trip in the same run; and the same round trip with each switch called from a
 //! function that returns right after it, as `ASYNC_start_job` and `ASYNC_pause_job` must: that return
-//! comes after a jump from another stack, so the return-address predictor gets it wrong.
+//! comes after a jump from another stack, so the return-address predictor gets it wrong. On x86_64
+//! Linux also with each switch in a thunk that calls it, then calls a function, and returns to its
+//! caller by `pop` and `jmp`: every return after the switch then matches a call made after it.
 
 use asyncjob_sys as sys;
 use core::ffi::c_void;
@@ -35,6 +37,50 @@ fn switch_and_return(
     black_box(unsafe { sys::asyncjob_fiber_switch(from, to, value) })
 }
 
+// `asyncjob_bench_switch_then_jump(from, to, value)`: the switch, then a call of `after_switch` with its
+// value, then back to the caller by an indirect jump instead of `ret`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+std::arch::global_asm!(
+    ".globl asyncjob_bench_switch_then_jump",
+    ".p2align 4",
+    "asyncjob_bench_switch_then_jump:",
+    "push rbx",
+    "call {switch}",
+    "mov rdi, rax",
+    "call {after}",
+    "pop rbx",
+    "pop rcx",
+    "jmp rcx",
+    switch = sym sys::asyncjob_fiber_switch,
+    after = sym after_switch,
+);
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+unsafe extern "C" {
+    fn asyncjob_bench_switch_then_jump(
+        from: *mut sys::asyncjob_fiber,
+        to: *mut sys::asyncjob_fiber,
+        value: *mut c_void,
+    ) -> *mut c_void;
+}
+
+/// What a C entry point does after its switch, kept out of line.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(never)]
+extern "C" fn after_switch(value: *mut c_void) -> *mut c_void {
+    black_box(value)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+unsafe extern "C" fn echo_jumping(arg: *mut c_void, first: *mut c_void) {
+    let pair = arg.cast::<Pair>();
+    let mut value = first;
+    loop {
+        // SAFETY: as in `echo`; the thunk keeps the C ABI (rbx is restored, the stack stays aligned).
+        value = unsafe { asyncjob_bench_switch_then_jump((*pair).fiber, (*pair).thread, value) };
+    }
+}
+
 unsafe extern "C" fn echo_returning(arg: *mut c_void, first: *mut c_void) {
     let pair = arg.cast::<Pair>();
     let mut value = first;
@@ -64,6 +110,30 @@ fn shim_round_trip(c: &mut Criterion) {
             input = yielder.suspend(input);
         }
     });
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    let (mut stack3, pair3) = new_fiber(echo_jumping);
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    group.bench_function(
+        "asyncjob-sys, each switch in a thunk returning by a jump",
+        |b| {
+            b.iter(|| {
+                // SAFETY: runs on the thread fiber; the fiber is suspended in `echo_jumping` (or new).
+                unsafe {
+                    asyncjob_bench_switch_then_jump(
+                        thread,
+                        pair3.fiber,
+                        black_box(core::ptr::null_mut()),
+                    )
+                }
+            })
+        },
+    );
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    // SAFETY: the fiber is suspended and never resumed again; its stack is freed after it.
+    unsafe {
+        sys::asyncjob_fiber_free(pair3.fiber);
+        sys::asyncjob_stack_free(&mut stack3);
+    }
     group.bench_function("corosensei", |b| {
         b.iter(|| coroutine.resume(black_box(0usize)))
     });
