@@ -76,6 +76,19 @@ struct Runs {
     last_frame: Cell<usize>,
 }
 
+impl Runs {
+    fn new() -> Runs {
+        Runs {
+            thread: thread_fiber(),
+            me: Cell::new(core::ptr::null_mut()),
+            entries: Cell::new(0),
+            values: Cell::new(0),
+            first_frame: Cell::new(0),
+            last_frame: Cell::new(0),
+        }
+    }
+}
+
 unsafe extern "C" fn runs_entry(arg: *mut c_void, first: *mut c_void) {
     // SAFETY: `arg` is the test's Runs, which outlives the fiber; the thread side does not touch it
     // while the fiber runs.
@@ -98,14 +111,7 @@ unsafe extern "C" fn runs_entry(arg: *mut c_void, first: *mut c_void) {
 #[test]
 fn every_start_begins_a_run_that_finish_ends() {
     let stack = Stack::new(STACK).expect("stack");
-    let runs = Runs {
-        thread: thread_fiber(),
-        me: Cell::new(core::ptr::null_mut()),
-        entries: Cell::new(0),
-        values: Cell::new(0),
-        first_frame: Cell::new(0),
-        last_frame: Cell::new(0),
-    };
+    let runs = Runs::new();
     let fiber = Fiber::new(&stack, runs_entry, (&raw const runs).cast_mut().cast());
     runs.me.set(fiber.raw);
     const RUNS: usize = 100_000;
@@ -134,14 +140,7 @@ unsafe extern "C" fn tens_entry(arg: *mut c_void, first: *mut c_void) {
 #[test]
 fn each_start_runs_its_own_function() {
     let stack = Stack::new(STACK).expect("stack");
-    let runs = Runs {
-        thread: thread_fiber(),
-        me: Cell::new(core::ptr::null_mut()),
-        entries: Cell::new(0),
-        values: Cell::new(0),
-        first_frame: Cell::new(0),
-        last_frame: Cell::new(0),
-    };
+    let runs = Runs::new();
     let fiber = Fiber::new(&stack, runs_entry, (&raw const runs).cast_mut().cast());
     runs.me.set(fiber.raw);
     // runs_entry: +1 entry, value * 10; tens_entry: +10 entries, value + 10.
@@ -166,14 +165,7 @@ unsafe extern "C" fn pausing_runs_entry(arg: *mut c_void, first: *mut c_void) {
 #[test]
 fn a_run_that_paused_and_was_resumed_finishes_and_starts_again() {
     let stack = Stack::new(STACK).expect("stack");
-    let runs = Runs {
-        thread: thread_fiber(),
-        me: Cell::new(core::ptr::null_mut()),
-        entries: Cell::new(0),
-        values: Cell::new(0),
-        first_frame: Cell::new(0),
-        last_frame: Cell::new(0),
-    };
+    let runs = Runs::new();
     let fiber = Fiber::new(
         &stack,
         pausing_runs_entry,
