@@ -47,3 +47,7 @@ echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu (qemu, as
 "${XCARGO[@]}" test --no-fail-fast --target aarch64-unknown-linux-gnu "${PACKAGES[@]}"
 echo "--- cargo test ${PACKAGES[*]} --target aarch64-unknown-linux-gnu --features asyncjob-sys/ucontext"
 "${XCARGO[@]}" test --no-fail-fast --target aarch64-unknown-linux-gnu "${PACKAGES[@]}" --features asyncjob-sys/ucontext
+# asyncjob-capi turns on asyncjob's `initial-exec-tls`, whose aarch64 path (the thread's job state
+# reached through an initial-exec TLS word) only the C library's build would otherwise exercise here.
+echo "--- cargo test -p asyncjob --target aarch64-unknown-linux-gnu --features initial-exec-tls"
+"${XCARGO[@]}" test --no-fail-fast --target aarch64-unknown-linux-gnu -p asyncjob --features initial-exec-tls
