@@ -23,6 +23,8 @@ typedef struct asyncjob_fiber asyncjob_fiber;
  * Entry point of a fiber. `arg` is the pointer given to asyncjob_fiber_create(); `first_value` is the
  * value passed by the asyncjob_fiber_switch() that entered the fiber for the first time.
  * An entry function must never return: it ends by switching away for good. Returning aborts the process.
+ * The same type is the function of a run begun by asyncjob_fiber_start(), with the start's value as
+ * `first_value`; a run ends with asyncjob_fiber_finish(), after which it may return (see there).
  */
 typedef void (*asyncjob_fiber_entry)(void *arg, void *first_value);
 

@@ -6,7 +6,7 @@ pub const ASYNCJOB_STACK_GAP: u32 = 131072;
 pub struct asyncjob_fiber {
     _unused: [u8; 0],
 }
-#[doc = " Entry point of a fiber. `arg` is the pointer given to asyncjob_fiber_create(); `first_value` is the\n value passed by the asyncjob_fiber_switch() that entered the fiber for the first time.\n An entry function must never return: it ends by switching away for good. Returning aborts the process."]
+#[doc = " Entry point of a fiber. `arg` is the pointer given to asyncjob_fiber_create(); `first_value` is the\n value passed by the asyncjob_fiber_switch() that entered the fiber for the first time.\n An entry function must never return: it ends by switching away for good. Returning aborts the process.\n The same type is the function of a run begun by asyncjob_fiber_start(), with the start's value as\n `first_value`; a run ends with asyncjob_fiber_finish(), after which it may return (see there)."]
 pub type asyncjob_fiber_entry = ::core::option::Option<
     unsafe extern "C" fn(arg: *mut ::core::ffi::c_void, first_value: *mut ::core::ffi::c_void),
 >;
