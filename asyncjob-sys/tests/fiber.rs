@@ -124,9 +124,13 @@ fn every_start_begins_a_run_that_finish_ends() {
     }
     assert_eq!(runs.values.get(), RUNS);
     // Each start called the function anew, at the same depth of the fiber's stack (with the asm
-    // backends on the empty stack; elsewhere from the fiber's own loop).
+    // backends on the empty stack; elsewhere from the fiber's own loop). The depth is known only
+    // where `stack_pointer` can read it.
     assert_eq!(runs.entries.get(), RUNS);
-    assert_eq!(runs.first_frame.get(), runs.last_frame.get());
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert_ne!(runs.first_frame.get(), 0, "stack pointer read");
+        assert_eq!(runs.first_frame.get(), runs.last_frame.get());
+    }
 }
 
 /// Each start runs the function it is given, with the fiber's own argument.
