@@ -31,6 +31,7 @@ use crate::stack::{self, Allocator, DEFAULT_STACK_SIZE, StackMemory};
 /// Passed into a suspended fiber by its resumer.
 const WAKE_RESUME: usize = 1;
 const WAKE_CANCEL: usize = 2;
+const WAKE_RESUME_WITH_WORK: usize = 3;
 /// Passed back to the resumer by the fiber.
 const EXIT_PAUSED: usize = 1;
 const EXIT_FINISHED: usize = 2;
@@ -92,7 +93,11 @@ pub(crate) enum Exit<R> {
 /// How a suspended fiber was woken.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Wake {
+    /// Continue: the resumer did everything that had to happen before the fiber's code goes on.
     Resume,
+    /// Continue, after the work that the layer above left for the fiber's own side (work that may
+    /// run user code, which must run on the fiber's stack).
+    ResumeWithWork,
     /// Its owner gave it up: its code must unwind.
     Cancel,
 }
@@ -275,10 +280,7 @@ impl<D> Fiber<D> {
     /// result type of the closure it was launched with.
     #[inline(always)]
     pub(crate) unsafe fn resume<R: 'static>(&self, from: Resumer, wake: Wake) -> Exit<R> {
-        let message = match wake {
-            Wake::Resume => WAKE_RESUME,
-            Wake::Cancel => WAKE_CANCEL,
-        };
+        let message = wake_value(wake);
         // SAFETY: guaranteed by the caller.
         unsafe { self.switch_in::<R>(from, message, Entry::Resume) }
     }
@@ -290,14 +292,12 @@ impl<D> Fiber<D> {
     #[inline(always)]
     unsafe fn switch_in<R: 'static>(&self, from: Resumer, message: usize, entry: Entry) -> Exit<R> {
         let mut output: Option<thread::Result<R>> = None;
-        self.output
-            .set((&mut output as *mut Option<thread::Result<R>>).cast());
-        self.resumer.set(from.0.as_ptr());
-        self.entered_panicking.set(thread::panicking());
         // SAFETY: `from` is the context running now and this fiber is idle or suspended (guaranteed by
         // the caller). `output` stays alive and unused here until the switch returns.
         let exit = unsafe {
-            let (from, to, message) = (from.0.as_ptr(), self.raw.get(), message as *mut c_void);
+            let switch = self.resume_begin(from, &mut output, thread::panicking());
+            let (from, to, message) =
+                (switch.from.cast(), switch.to.cast(), message as *mut c_void);
             match entry {
                 Entry::Start(run) => sys::asyncjob_fiber_start(from, to, message, Some(run)),
                 Entry::Resume => sys::asyncjob_fiber_switch_into(from, to, message),
@@ -305,16 +305,68 @@ impl<D> Fiber<D> {
         };
         // The output slot now points at a dead local; it is read only by a closure returning, which
         // happens only during a switch in, and every switch in sets it first.
-        // The result slot alone says how the fiber left: a closure that returned filled it, a fiber
-        // that paused did not (the exit code agrees; it is checked in debug builds only).
-        match output {
-            Some(result) => {
-                debug_assert_eq!(exit as usize, EXIT_FINISHED);
-                Exit::Finished(result)
-            }
-            None => {
-                debug_assert_eq!(exit as usize, EXIT_PAUSED);
-                Exit::Paused
+        exit_of(output, exit)
+    }
+
+    /// The part of a launch or resume before its switch: lends the fiber the output slot and the
+    /// resumer. A caller that makes the switch itself (`asyncjob_fiber_switch_into(from, to, value)`,
+    /// with the value `wake_value` gives) then hands the slot and the switch's value to `exit_of`.
+    ///
+    /// # Safety
+    ///
+    /// As for `launch` or `resume`; `output` holds `None`, and it stays alive and untouched by the
+    /// caller until the switch has come back. `panicking` is `thread::panicking()`, asked by the
+    /// caller (before anything else, in a caller that wants no stack frame: the answer may take a
+    /// call).
+    #[inline(always)]
+    pub(crate) unsafe fn resume_begin<R: 'static>(
+        &self,
+        from: Resumer,
+        output: *mut Option<thread::Result<R>>,
+        panicking: bool,
+    ) -> RawSwitch {
+        self.output.set(output.cast());
+        self.resumer.set(from.0.as_ptr());
+        self.entered_panicking.set(panicking);
+        RawSwitch {
+            from: from.0.as_ptr(),
+            to: self.raw.get(),
+        }
+    }
+
+    /// The part of `suspend` before its switch, for a caller that makes the switch itself
+    /// (`asyncjob_fiber_switch_back(from, to, PAUSE_VALUE)`), then hands its value to `suspend_end`.
+    /// `Err` when there is no switch to make: `suspend`'s answer is in it. `panicking` is
+    /// `thread::panicking()`, asked by the caller.
+    ///
+    /// # Safety
+    ///
+    /// As for `suspend`.
+    #[inline(always)]
+    pub(crate) unsafe fn suspend_begin(&self, panicking: bool) -> Result<RawSwitch, Option<Wake>> {
+        if panicking && (self.cancelling.get() || !self.entered_panicking.get()) {
+            return Err(None);
+        }
+        if self.cancelling.get() {
+            // The code caught the cancellation unwind and tried to suspend again: keep unwinding.
+            return Err(Some(Wake::Cancel));
+        }
+        Ok(RawSwitch {
+            from: self.raw.get(),
+            to: self.resumer.get(),
+        })
+    }
+
+    /// How the switch made after `suspend_begin` came back (its value), recorded.
+    #[inline(always)]
+    pub(crate) fn suspend_end(&self, wake: *mut c_void) -> Wake {
+        match wake as usize {
+            WAKE_RESUME => Wake::Resume,
+            WAKE_RESUME_WITH_WORK => Wake::ResumeWithWork,
+            _ => {
+                debug_assert_eq!(wake as usize, WAKE_CANCEL);
+                self.cancelling.set(true);
+                Wake::Cancel
             }
         }
     }
@@ -328,28 +380,17 @@ impl<D> Fiber<D> {
     /// Must be called on this fiber's own stack, while it runs.
     #[inline]
     pub(crate) unsafe fn suspend(&self) -> Option<Wake> {
-        if thread::panicking() && (self.cancelling.get() || !self.entered_panicking.get()) {
-            return None;
-        }
-        if self.cancelling.get() {
-            // The code caught the cancellation unwind and tried to suspend again: keep unwinding.
-            return Some(Wake::Cancel);
-        }
+        // SAFETY: guaranteed by the caller.
+        let switch = match unsafe { self.suspend_begin(thread::panicking()) } {
+            Ok(switch) => switch,
+            Err(answer) => return answer,
+        };
         // SAFETY: this fiber is the one running (guaranteed by the caller), and its resumer is
-        // suspended inside `switch_in`, waiting for exactly this switch.
+        // suspended inside its switch into this fiber, waiting for exactly this switch.
         let wake = unsafe {
-            sys::asyncjob_fiber_switch_back(
-                self.raw.get(),
-                self.resumer.get(),
-                EXIT_PAUSED as *mut c_void,
-            )
-        } as usize;
-        if wake == WAKE_CANCEL {
-            self.cancelling.set(true);
-            Some(Wake::Cancel)
-        } else {
-            Some(Wake::Resume)
-        }
+            sys::asyncjob_fiber_switch_back(switch.from, switch.to, EXIT_PAUSED as *mut c_void)
+        };
+        Some(self.suspend_end(wake))
     }
 
     /// Whether this fiber was woken with [`Wake::Cancel`].
@@ -383,6 +424,52 @@ impl<D> Drop for Fiber<D> {
 
 /// The function of a fiber's run: `(the fiber, the start's value)`.
 type RunFn = unsafe extern "C" fn(*mut c_void, *mut c_void);
+
+/// How a fiber left, from the output slot its switch in lent it and the switch's value. The slot
+/// alone says: a closure that returned filled it, a fiber that paused did not (the exit code agrees;
+/// it is checked in debug builds only).
+#[inline(always)]
+pub(crate) fn exit_of<R>(output: Option<thread::Result<R>>, exit: *mut c_void) -> Exit<R> {
+    match output {
+        Some(result) => {
+            debug_assert_eq!(exit as usize, EXIT_FINISHED);
+            Exit::Finished(result)
+        }
+        None => {
+            debug_assert_eq!(exit as usize, EXIT_PAUSED);
+            let _ = exit;
+            Exit::Paused
+        }
+    }
+}
+
+/// The two contexts of a switch that the caller makes itself: `from` runs now, `to` is resumed.
+#[doc(hidden)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawSwitch {
+    pub from: *mut sys::asyncjob_fiber,
+    pub to: *mut sys::asyncjob_fiber,
+}
+
+/// The value that wakes a suspended fiber with `wake`, for a switch made elsewhere (after
+/// `Job::resume_begin`).
+#[inline(always)]
+pub(crate) fn wake_value(wake: Wake) -> usize {
+    match wake {
+        Wake::Resume => WAKE_RESUME,
+        Wake::ResumeWithWork => WAKE_RESUME_WITH_WORK,
+        Wake::Cancel => WAKE_CANCEL,
+    }
+}
+
+/// What the switch after `pause_begin` brings back when the pause has nothing left to do: the
+/// resumer did the round's work (see `Wake::Resume`), so `pause_end` may be skipped.
+#[doc(hidden)]
+pub const RESUMED_DONE: usize = WAKE_RESUME;
+/// The value a pause passes to `asyncjob_fiber_switch_back` (after `pause_begin`).
+#[doc(hidden)]
+pub const PAUSE_VALUE: usize = EXIT_PAUSED;
 
 /// How `switch_in` enters a fiber.
 #[derive(Clone, Copy)]

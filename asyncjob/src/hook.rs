@@ -45,6 +45,12 @@ pub(crate) fn hook() -> Option<&'static dyn SwitchHook> {
     (!slot.is_null()).then(|| unsafe { *slot })
 }
 
+/// Whether a switch hook is installed (the C face's fast paths are for the case without).
+#[inline]
+pub fn installed() -> bool {
+    hook().is_some()
+}
+
 /// Calls [`SwitchHook::enter`], aborting the process if it panics.
 #[inline]
 pub(crate) fn enter(hook: &dyn SwitchHook, job_word: usize, first_entry: bool) -> usize {

@@ -4,11 +4,11 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::error::Error;
-use crate::fiber::{self, Exit, Resumer, Wake};
+use crate::fiber::{self, Exit, RawSwitch, Resumer, Wake};
 use crate::hook;
 use crate::pool::{JobBox, JobFiber};
 use crate::thread::{self, ThreadState};
@@ -235,17 +235,15 @@ impl<R: 'static> Job<R> {
     // (25 ns instead of 10 ns per pause→resume in the conformance report's loop).
     #[inline(always)]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
-        // SAFETY: `owner` is the `&'static ThreadState` of the thread that made the job (see
-        // `JobData::owner`), and it is the calling thread's: jobs never leave their thread, and a
-        // `Job` is not `Send`.
-        let t: &'static ThreadState = unsafe { self.fiber.data.owner.cast().as_ref() };
+        let t = owner_of(&self.fiber);
         let from = match t.resumer() {
             Ok(from) => from,
             Err(error) => return Err(ResumeError { job: self, error }),
         };
         let fiber = self.into_fiber(t);
+        let wake = wake_for_resume(&fiber);
         // `resumer` succeeded: no job runs, `from` is the thread's own context.
-        let exit = switch_with_hook::<R>(t, &fiber, from, SwitchFrom::Thread, Wake::Resume);
+        let exit = switch_with_hook::<R>(t, &fiber, from, SwitchFrom::Thread, wake);
         Ok(settle(t, fiber, exit))
     }
 
@@ -267,6 +265,186 @@ impl<R: 'static> Job<R> {
         // SAFETY: `emptied` is never dropped, so the fiber is taken out exactly once.
         unsafe { ManuallyDrop::take(&mut emptied.fiber) }
     }
+}
+
+/// The state of the thread that made the job: the calling thread's, since jobs never leave their
+/// thread (a `Job` is not `Send`, and a running job's fiber is reached only on its thread).
+#[inline(always)]
+fn owner_of(fiber: &JobFiber) -> &'static ThreadState {
+    // SAFETY: `owner` is the `&'static ThreadState` of the thread that made the job (see
+    // `JobData::owner`).
+    unsafe { fiber.data.owner.cast().as_ref() }
+}
+
+/// [`Job::resume`] in two halves around a switch that the caller makes itself, for an entry point
+/// that must not return right after a switch (the C face's `ASYNC_start_job`; see [`pause_begin`]).
+/// It holds what the first half leaves for the second: it stays in place, untouched, in between.
+#[doc(hidden)]
+pub struct ResumeInFlight<R: 'static> {
+    fiber: JobBox,
+    hook: Option<(&'static dyn hook::SwitchHook, usize)>,
+    output: Option<std::thread::Result<R>>,
+}
+
+impl<R: 'static> fmt::Debug for ResumeInFlight<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ResumeInFlight")
+            .field(&JobId::of(&self.fiber))
+            .finish()
+    }
+}
+
+impl<R: 'static> Job<R> {
+    /// The first half of [`Job::resume`]: `Ok((switch, value))` when the caller is to switch with
+    /// `asyncjob_fiber_switch_into(switch.from, switch.to, value)` and hand the switch's value to
+    /// [`resume_end`] with `flight`; `Err` as `resume` refuses.
+    ///
+    /// # Safety
+    ///
+    /// After `Ok`, the caller makes exactly that switch at once, with nothing run in between, keeps
+    /// `flight` in place and untouched until the switch has come back, and then calls `resume_end`
+    /// with it.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub unsafe fn resume_begin(
+        self,
+        flight: &mut MaybeUninit<ResumeInFlight<R>>,
+    ) -> Result<(RawSwitch, usize), ResumeError<R>> {
+        let t = owner_of(&self.fiber);
+        let from = match t.resumer() {
+            Ok(from) => from,
+            Err(error) => return Err(ResumeError { job: self, error }),
+        };
+        let fiber = self.into_fiber(t);
+        let hook = hook::hook().map(|h| (h, hook::enter(h, fiber.data.hook_word.get(), false)));
+        // SAFETY: `resumer` succeeded: no job runs, `from` is the thread's own context; the rest is
+        // the caller's promise.
+        Ok(unsafe { resume_in_flight(t, fiber, from, hook, flight, std::thread::panicking()) })
+    }
+
+    /// [`resume_begin`](Job::resume_begin) in the common case (the thread prepared, no job running),
+    /// written so that a caller's fast path needs no stack frame of its own when `HOOKED` is false:
+    /// `Err(self)`, untouched, in every other case. `HOOKED` says whether a switch hook is installed,
+    /// as the caller found ([`hook_installed`](crate::split::hook_installed)); without one nothing is
+    /// called out to. `panicking` is `std::thread::panicking()`, asked by the caller before anything
+    /// else (the answer may take a call).
+    ///
+    /// # Safety
+    ///
+    /// As for `resume_begin`.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub unsafe fn resume_begin_plain<const HOOKED: bool>(
+        self,
+        flight: &mut MaybeUninit<ResumeInFlight<R>>,
+        panicking: bool,
+    ) -> Result<(RawSwitch, usize), Self> {
+        let t = owner_of(&self.fiber);
+        let Some(from) = t.prepared_context() else {
+            return Err(self);
+        };
+        if t.in_job() {
+            return Err(self);
+        }
+        let fiber = self.into_fiber(t);
+        let hook = if HOOKED {
+            hook::hook().map(|h| (h, hook::enter(h, fiber.data.hook_word.get(), false)))
+        } else {
+            None
+        };
+        // SAFETY: no job runs, so the prepared context is the one running; the rest is the caller's
+        // promise.
+        Ok(unsafe { resume_in_flight(t, fiber, from, hook, flight, panicking) })
+    }
+}
+
+/// The common end of the two first halves: the job's round begins, the job is marked running, and
+/// the fiber is lent the output slot of `flight`. Returns the switch to make and its value.
+///
+/// # Safety
+///
+/// `from` is the thread's own context, running now, `fiber` a job paused under a `Job<R>`, and the
+/// caller makes the switch as `Job::resume_begin` requires.
+#[inline(always)]
+unsafe fn resume_in_flight<R: 'static>(
+    t: &'static ThreadState,
+    fiber: JobBox,
+    from: Resumer,
+    hook: Option<(&'static dyn hook::SwitchHook, usize)>,
+    flight: &mut MaybeUninit<ResumeInFlight<R>>,
+    panicking: bool,
+) -> (RawSwitch, usize) {
+    let wake = wake_for_resume(&fiber);
+    t.enter_from_thread(&fiber);
+    let flight = flight.write(ResumeInFlight {
+        fiber,
+        hook,
+        output: None,
+    });
+    // SAFETY: guaranteed by the caller; `flight.output` stays in place until the switch is back.
+    let switch = unsafe {
+        flight
+            .fiber
+            .resume_begin(from, &mut flight.output, panicking)
+    };
+    (switch, fiber::wake_value(wake))
+}
+
+/// The second half of [`Job::resume_begin`]: `exit` is the value the switch came back with.
+///
+/// # Safety
+///
+/// `flight` was filled by `resume_begin` or `resume_begin_plain`, whose switch has come back, and is
+/// read (moved out) here once.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn resume_end<R: 'static>(
+    flight: *mut ResumeInFlight<R>,
+    exit: *mut c_void,
+) -> Resumed<R> {
+    // SAFETY: guaranteed by the caller.
+    let ResumeInFlight {
+        fiber,
+        hook,
+        output,
+    } = unsafe { flight.read() };
+    let t = owner_of(&fiber);
+    t.leave_to_thread();
+    if let Some((h, token)) = hook {
+        fiber.data.hook_word.set(hook::leave(h, token));
+    }
+    settle(t, fiber, fiber::exit_of(output, exit))
+}
+
+/// [`resume_end`] when the job paused, written so that a caller's fast path needs no stack frame of
+/// its own when `HOOKED` is false: the paused job's handle, or `None` with `flight` untouched, for
+/// `resume_end` (the job finished, or a hook ran but `HOOKED` is false).
+///
+/// # Safety
+///
+/// As for `resume_end`; after `Some`, `flight` has been moved out.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn resume_end_paused<R: 'static, const HOOKED: bool>(
+    flight: *mut ResumeInFlight<R>,
+) -> Option<Job<R>> {
+    // SAFETY: filled, and not yet moved out (the caller's promise).
+    let held = unsafe { &*flight };
+    if (!HOOKED && held.hook.is_some()) || held.output.is_some() {
+        return None;
+    }
+    // SAFETY: as above; the output slot left behind is empty, nothing to drop.
+    let ResumeInFlight { fiber, hook, .. } = unsafe { flight.read() };
+    let t = owner_of(&fiber);
+    t.leave_to_thread();
+    if let (true, Some((h, token))) = (HOOKED, hook) {
+        fiber.data.hook_word.set(hook::leave(h, token));
+    }
+    t.count_outstanding(1);
+    Some(Job {
+        fiber: ManuallyDrop::new(fiber),
+        _not_send: PhantomData,
+    })
 }
 
 /// Which context a switch into a job starts from.
@@ -423,18 +601,88 @@ pub fn pause() {
         let fiber = running?;
         // SAFETY: the running job's code is what runs now, on that job's own stack.
         let wake = unsafe { fiber.suspend() }?;
-        if wake == Wake::Resume {
-            // SAFETY: the slot of a running job is not written while it runs: it is written before a
-            // start, and by `release_finished`, `leak_job` and `discard`, which only take jobs that
-            // are done or paused, never the running one; the round's end may run user code
-            // (destructors of entries dropped), which has no handle on a running job.
-            if let Some(ctx) = unsafe { fiber.data.wait_ctx.get() } {
-                ctx.start_new_round();
-            }
-        }
+        woken_up(fiber, wake);
         Some(wake)
     });
     if woken == Some(Wake::Cancel) {
+        panic::resume_unwind(Box::new(CancelJob));
+    }
+}
+
+/// The resumer's part of waking a paused job, just before the switch: the round of its wait context
+/// ends here. What may run user code (dropping the entries cleared in that round) is left to the
+/// job's own side ([`woken_up`]), as the answer says.
+#[inline(always)]
+fn wake_for_resume(fiber: &JobFiber) -> Wake {
+    // SAFETY: the slot of a paused job is written only by `release_finished`, `leak_job` and
+    // `discard`, which take the job's fiber, held here by the resumer.
+    match unsafe { fiber.data.wait_ctx.get() } {
+        Some(ctx) if ctx.begin_round() => Wake::ResumeWithWork,
+        _ => Wake::Resume,
+    }
+}
+
+/// What a paused job does on waking, before its `pause` returns: the rest of its wait context's round
+/// end, when the resumer left it.
+#[inline(always)]
+fn woken_up(fiber: &JobFiber, wake: Wake) {
+    if wake == Wake::ResumeWithWork {
+        // SAFETY: the slot of a running job is not written while it runs: it is written before a
+        // start, and by `release_finished`, `leak_job` and `discard`, which only take jobs that are
+        // done or paused, never the running one; the reset may run user code (destructors of
+        // entries dropped), which has no handle on a running job.
+        if let Some(ctx) = unsafe { fiber.data.wait_ctx.get() } {
+            ctx.reset_fd_changes();
+        }
+    }
+}
+
+/// [`pause`] in two halves around a switch that the caller makes itself, for an entry point that
+/// must not return right after a switch (the C face's `ASYNC_pause_job`: its return would follow a
+/// jump from another stack, which the processor's return-address predictor gets wrong). `None`:
+/// nothing to switch, `pause` is done. `Some(switch)`: the caller switches with
+/// `asyncjob_fiber_switch_back(switch.from, switch.to, PAUSE_VALUE)` and hands the switch's value to
+/// [`pause_end`], unless it is [`RESUMED_DONE`](crate::split::RESUMED_DONE): then the pause is done.
+///
+/// # Safety
+///
+/// After `Some`, the caller makes exactly that switch at once, with nothing run in between, and
+/// calls `pause_end` with its value as soon as it comes back (or skips it for `RESUMED_DONE`).
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn pause_begin() -> Option<crate::fiber::RawSwitch> {
+    // Asked first: the answer may take a call, and nothing else is live across it then.
+    let panicking = std::thread::panicking();
+    let t = thread::thread();
+    if t.pause_blocked() > 0 {
+        return None;
+    }
+    // SAFETY: the running job's code is what runs now, on that job's own stack.
+    let begun =
+        t.with_running(|running| running.map(|fiber| unsafe { fiber.suspend_begin(panicking) }))?;
+    match begun {
+        Ok(switch) => Some(switch),
+        Err(Some(Wake::Cancel)) => panic::resume_unwind(Box::new(CancelJob)),
+        Err(_) => None,
+    }
+}
+
+/// The second half of [`pause_begin`]: `wake` is the value the switch came back with.
+///
+/// # Safety
+///
+/// Only right after the switch that `pause_begin` asked for has come back.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn pause_end(wake: *mut c_void) {
+    let t = thread::thread();
+    let woken = t.with_running(|running| {
+        let fiber = running.expect("a job resumed after pause_begin is the running one");
+        let wake = fiber.suspend_end(wake);
+        woken_up(fiber, wake);
+        wake
+    });
+    if woken == Wake::Cancel {
         panic::resume_unwind(Box::new(CancelJob));
     }
 }

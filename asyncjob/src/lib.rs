@@ -183,6 +183,15 @@ mod thread;
 mod thread_word;
 mod wait_ctx;
 
+/// Resume and pause in two halves around a switch that the caller makes itself: for the C face's
+/// entry points, which must not return right after a switch. Not a public API.
+#[doc(hidden)]
+pub mod split {
+    pub use crate::fiber::{PAUSE_VALUE, RESUMED_DONE, RawSwitch};
+    pub use crate::hook::installed as hook_installed;
+    pub use crate::job::{ResumeInFlight, pause_begin, pause_end, resume_end, resume_end_paused};
+}
+
 pub use driver::{CancelReason, Completion, Driver, DriverStats, JobToken, Outcome};
 pub use error::Error;
 pub use hook::{SwitchHook, set_switch_hook};

@@ -122,6 +122,12 @@ impl ThreadState {
         }
     }
 
+    /// The thread's own context if it is prepared (whether or not a job runs now).
+    #[inline]
+    pub(crate) fn prepared_context(&self) -> Option<Resumer> {
+        self.thread_fiber.get()
+    }
+
     #[cold]
     fn prepare(&self) -> Option<Resumer> {
         if self.exiting.get() {
@@ -170,11 +176,23 @@ impl ThreadState {
     /// `run_in`, which keeps and restores the job running before.)
     #[inline(always)]
     pub(crate) fn run_from_thread<T>(&self, job: &JobFiber, switch: impl FnOnce() -> T) -> T {
+        self.enter_from_thread(job);
+        let out = switch();
+        self.leave_to_thread();
+        out
+    }
+
+    /// The first half of `run_from_thread`, for a switch made elsewhere: `job` is marked running.
+    #[inline(always)]
+    pub(crate) fn enter_from_thread(&self, job: &JobFiber) {
         debug_assert!(self.running.get().is_null(), "switching from inside a job");
         self.running.set(job as *const JobFiber);
-        let out = switch();
+    }
+
+    /// The second half of `run_from_thread`: control is back on the thread's own context.
+    #[inline(always)]
+    pub(crate) fn leave_to_thread(&self) {
         self.running.set(ptr::null());
-        out
     }
 
     /// Mark `job` as the running job for the duration of `switch`, which switches into it from the

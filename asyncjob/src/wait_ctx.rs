@@ -436,19 +436,22 @@ impl WaitCtx {
         self.0.notify.get_or_init(NotifyState::new)
     }
 
-    /// End the current round: called when a paused job using this context is resumed.
+    /// End the current round's wait for a notification: called by whoever resumes a paused job
+    /// using this context, just before the switch. Returns whether the round changed fds, whose
+    /// reset ([`reset_fd_changes`](Self::reset_fd_changes)) must then run on the job's own side,
+    /// because it may drop entries and so run user code.
     #[inline]
-    pub(crate) fn start_new_round(&self) {
+    pub(crate) fn begin_round(&self) -> bool {
         self.0.awaits_notification.set(false);
         // A round without fd changes has nothing more to reset: the counters count exactly the
         // entries added this round and the entries marked deleted.
-        if self.changed_counts() != (0, 0) {
-            self.reset_fd_changes();
-        }
+        self.changed_counts() != (0, 0)
     }
 
+    /// The rest of a round's end when [`begin_round`](Self::begin_round) found fd changes: run by
+    /// the resumed job, before its `pause` returns.
     #[inline(never)]
-    fn reset_fd_changes(&self) {
+    pub(crate) fn reset_fd_changes(&self) {
         let mut doomed = 0;
         {
             let mut fds = self.0.fds.borrow_mut();
