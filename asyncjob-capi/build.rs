@@ -11,6 +11,13 @@ fn main() {
     println!("cargo:rerun-if-changed={}", map.display());
     println!("cargo:rerun-if-changed=build.rs");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    // The entry points written in assembly (src/entry.rs) exist for x86_64 Linux; elsewhere the
+    // Rust functions of src/ffi.rs are exported themselves.
+    println!("cargo:rustc-check-cfg=cfg(split_entry_points)");
+    if arch == "x86_64" && os == "linux" {
+        println!("cargo:rustc-cfg=split_entry_points");
+    }
     let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
     // ELF platforms with a GNU-compatible linker; Mach-O and PE use rustc's own export list.
     let elf = family == "unix"

@@ -19,9 +19,9 @@ use asyncjob::{AsyncFd, StackAllocator, StackMemory, WaitCallback, WaitCtx, Wait
 use crate::libctx::{self, GlobalDefaultFn, Set0DefaultFn};
 use crate::state::{self, ErrorKind, Outcome};
 
-const ASYNC_ERR: c_int = 0;
+pub(crate) const ASYNC_ERR: c_int = 0;
 const ASYNC_NO_JOBS: c_int = 1;
-const ASYNC_PAUSE: c_int = 2;
+pub(crate) const ASYNC_PAUSE: c_int = 2;
 const ASYNC_FINISH: c_int = 3;
 
 /// `int (*func)(void *)`. C jobs are never unwound by this library (a job still paused when its
@@ -138,11 +138,17 @@ fn crypto() -> &'static Crypto {
 /// sixth of a pause→resume round trip. Until then, and ever after the cleanup, the call is made as
 /// OpenSSL makes it (with its error on the queue, if any).
 #[inline]
-fn crypto_alive() -> bool {
-    if CRYPTO_STATE.load(Ordering::Relaxed) == CRYPTO_ALIVE {
+pub(crate) fn crypto_alive() -> bool {
+    if crypto_known_alive() {
         return true;
     }
     crypto_alive_call()
+}
+
+/// Whether libcrypto is known to be alive without asking it (`crypto_alive`'s first test).
+#[inline(always)]
+pub(crate) fn crypto_known_alive() -> bool {
+    CRYPTO_STATE.load(Ordering::Relaxed) == CRYPTO_ALIVE
 }
 
 #[cold]
@@ -734,7 +740,9 @@ unsafe fn copy_args(src: *const u8, dst: *mut u8, size: usize) {
     }
 }
 
-#[unsafe(no_mangle)]
+// On x86_64 Linux the exported `ASYNC_start_job` and `ASYNC_pause_job` are the thunks of `entry`,
+// which call these for everything but a resume's and a pause's switch.
+#[cfg_attr(not(split_entry_points), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_start_job(
     job: *mut *mut c_void,
     p: *mut AsyncWaitCtx,
@@ -747,34 +755,71 @@ pub unsafe extern "C" fn ASYNC_start_job(
         raise(ERR_R_PASSED_NULL_PARAMETER, c"ASYNC_start_job", line!());
         return ASYNC_ERR;
     }
+    // SAFETY: non-NULL, the caller's job pointer.
+    let current = unsafe { *job };
+    if current.is_null() {
+        // SAFETY: the caller's arguments, `job` not NULL and `*job` NULL.
+        return unsafe { start_job_new(job, p, ret, func, args, size) };
+    }
     if !crypto_alive() {
         return ASYNC_ERR;
     }
-    // SAFETY: non-NULL, the caller's job pointer.
-    let current = unsafe { *job };
-    let outcome = if !current.is_null() {
-        // Resume: func, args, size and ctx are ignored, as in OpenSSL.
-        state::resume(current as usize)
-    } else {
-        let Some(func) = func else {
-            raise(ERR_R_PASSED_NULL_PARAMETER, c"ASYNC_start_job", line!());
-            return ASYNC_ERR;
-        };
-        let wc = if p.is_null() {
-            None
-        } else {
-            // SAFETY: the application's ctx pointer (see `wait_ctx`). Cloned so that no reference
-            // into its allocation is held while the job runs (the job may free the ctx).
-            match unsafe { wait_ctx(p) } {
-                Some(ctx) => Some(ctx.clone()),
-                None => {
-                    raise(ERR_R_PASSED_INVALID_ARGUMENT, c"ASYNC_start_job", line!());
-                    return ASYNC_ERR;
-                }
-            }
-        };
-        state::start(wc.as_ref(), job_body(func, args, size))
+    // Resume: func, args, size and ctx are ignored, as in OpenSSL.
+    let outcome = state::resume(current as usize);
+    // SAFETY: the caller's pointers, `job` not NULL.
+    unsafe { report_outcome(job, ret, outcome) }
+}
+
+/// `ASYNC_start_job` with `*job == NULL` (`job` itself not NULL); also called by the x86_64 Linux
+/// entry thunk (`entry`), which tells starts from resumes itself.
+///
+/// # Safety
+///
+/// As for `ASYNC_start_job`, with `job` not NULL and `*job` NULL.
+pub(crate) unsafe extern "C" fn start_job_new(
+    job: *mut *mut c_void,
+    p: *mut AsyncWaitCtx,
+    ret: *mut c_int,
+    func: Option<JobFn>,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    if !crypto_alive() {
+        return ASYNC_ERR;
+    }
+    let Some(func) = func else {
+        raise(ERR_R_PASSED_NULL_PARAMETER, c"ASYNC_start_job", line!());
+        return ASYNC_ERR;
     };
+    let wc = if p.is_null() {
+        None
+    } else {
+        // SAFETY: the application's ctx pointer (see `wait_ctx`). Cloned so that no reference
+        // into its allocation is held while the job runs (the job may free the ctx).
+        match unsafe { wait_ctx(p) } {
+            Some(ctx) => Some(ctx.clone()),
+            None => {
+                raise(ERR_R_PASSED_INVALID_ARGUMENT, c"ASYNC_start_job", line!());
+                return ASYNC_ERR;
+            }
+        }
+    };
+    let outcome = state::start(wc.as_ref(), job_body(func, args, size));
+    // SAFETY: the caller's pointers, `job` not NULL.
+    unsafe { report_outcome(job, ret, outcome) }
+}
+
+/// What `ASYNC_start_job` returns and writes for `outcome`.
+///
+/// # Safety
+///
+/// `job` is the caller's non-NULL job pointer, `ret` its (possibly NULL) result pointer.
+#[inline(always)]
+pub(crate) unsafe fn report_outcome(
+    job: *mut *mut c_void,
+    ret: *mut c_int,
+    outcome: Outcome,
+) -> c_int {
     // The two outcomes of a call that worked first, each its own test; the rest out of line.
     if let Outcome::Finished(value) = outcome {
         // SAFETY: the caller's locations; a NULL `ret` discards the value (OpenSSL crashes).
@@ -832,7 +877,8 @@ fn start_job_failed(outcome: Outcome) -> c_int {
 /// `asyncjob::pause` unwinds only when a paused job's handle is dropped, which this library never
 /// does (jobs paused at thread exit are leaked); should it ever happen, the "C" boundary aborts
 /// rather than unwinding through the application's frames.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(split_entry_points), unsafe(no_mangle))]
+#[cfg_attr(split_entry_points, allow(dead_code))]
 pub extern "C" fn ASYNC_pause_job() -> c_int {
     asyncjob::pause();
     1

@@ -17,6 +17,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(split_entry_points)]
+mod entry;
 mod ffi;
 mod libctx;
 mod state;

@@ -203,11 +203,36 @@ fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
     if addr.is_null() {
         addr = state_first_lookup()?;
     }
+    // SAFETY: see `state_at`.
+    Some(f(unsafe { state_at(addr) }))
+}
+
+/// `with_state` when the state's address is already known, without ever looking it up (no call):
+/// `None` before the thread's first lookup and after its state was destroyed.
+#[cfg(split_entry_points)]
+#[inline(always)]
+fn with_cached_state<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
+    let addr = StateAddr::get() as *const ThreadState;
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: see `state_at`.
+    Some(f(unsafe { state_at(addr) }))
+}
+
+/// The state at a non-zero `StateAddr` word.
+///
+/// # Safety
+///
+/// `addr` was read from `StateAddr` and is not null; the reference is used only during one call of
+/// `with_state`'s or `with_cached_state`'s `f`.
+#[inline(always)]
+unsafe fn state_at<'a>(addr: *const ThreadState) -> &'a ThreadState {
     // SAFETY: a non-zero word is the address of this thread's `STATE`, set by `state_first_lookup`
     // while it was alive and cleared first thing by its destructor, so `STATE` is alive now. It stays
     // so while `f` runs: a thread-local is destroyed only when its thread exits, which cannot happen
     // inside `f` (a thread exiting from inside a job aborts the process).
-    Some(f(unsafe { &*addr }))
+    unsafe { &*addr }
 }
 
 /// The address of this thread's `STATE`, kept in `StateAddr`; `None` once it has been destroyed.
@@ -265,6 +290,125 @@ pub(crate) fn resume(id: usize) -> Outcome {
         }
     })
     .unwrap_or(Outcome::Failed(ErrorKind::Other))
+}
+
+/// The first half of `resume` around a switch that the caller makes itself (see `entry`):
+/// `Ok((switch, value))` to make, or `Err` with the outcome when there is none.
+///
+/// # Safety
+///
+/// As for `asyncjob::Job::resume_begin`: after `Ok`, the caller makes that switch at once, keeps
+/// `flight` in place and untouched, and then calls `resume_end` with the same `id` and `flight`.
+#[cfg(split_entry_points)]
+#[inline(always)]
+pub(crate) unsafe fn resume_begin(
+    id: usize,
+    flight: &mut std::mem::MaybeUninit<asyncjob::split::ResumeInFlight<JobResult>>,
+) -> Result<(asyncjob::split::RawSwitch, usize), Outcome> {
+    with_state(|st| {
+        let Some(job) = st.unpark(id) else {
+            return Err(Outcome::Unknown);
+        };
+        // SAFETY: passed on to the caller.
+        match unsafe { job.resume_begin(flight) } {
+            Ok(switch) => Ok(switch),
+            Err(ResumeError { job, error }) => {
+                st.park(id, job);
+                Err(Outcome::Failed(ErrorKind::from(&error)))
+            }
+        }
+    })
+    .unwrap_or(Err(Outcome::Failed(ErrorKind::Other)))
+}
+
+/// `resume_begin` for a job in the one-entry slot in the common case (see
+/// `Job::resume_begin_plain`, which says what `HOOKED` and `panicking` are): without a hook, the
+/// caller needs no stack frame. `None`, with nothing changed, in every other case.
+///
+/// # Safety
+///
+/// As for `resume_begin`.
+#[cfg(split_entry_points)]
+#[inline(always)]
+pub(crate) unsafe fn resume_begin_plain<const HOOKED: bool>(
+    id: usize,
+    flight: &mut std::mem::MaybeUninit<asyncjob::split::ResumeInFlight<JobResult>>,
+    panicking: bool,
+) -> Option<(asyncjob::split::RawSwitch, usize)> {
+    with_cached_state(|st| {
+        if st.recent_id.get() != id {
+            return None;
+        }
+        // (An `id` of 0 matches only a table that never held a job, whose slot is empty.)
+        let job = st.recent_job.take()?;
+        // SAFETY: passed on to the caller.
+        match unsafe { job.resume_begin_plain::<HOOKED>(flight, panicking) } {
+            Ok(switch) => Some(switch),
+            Err(job) => {
+                // Back where it was: the slot was emptied just above, so there is nothing to drop.
+                std::mem::forget(st.recent_job.replace(Some(job)));
+                None
+            }
+        }
+    })
+    .flatten()
+}
+
+/// The second half of `resume_begin`, once its switch has come back with `exit`.
+///
+/// # Safety
+///
+/// `flight` was filled by `resume_begin(id, ..)` or `resume_begin_plain(id, ..)`, whose switch has
+/// come back; it is moved out here.
+#[cfg(split_entry_points)]
+#[inline(always)]
+pub(crate) unsafe fn resume_end(
+    id: usize,
+    flight: *mut asyncjob::split::ResumeInFlight<JobResult>,
+    exit: *mut std::ffi::c_void,
+) -> Outcome {
+    with_state(|st| {
+        // SAFETY: guaranteed by the caller.
+        match unsafe { asyncjob::split::resume_end(flight, exit) } {
+            Resumed::Finished(v) => finished(v),
+            Resumed::Paused(job) => {
+                st.park(id, job);
+                Outcome::Paused(id)
+            }
+        }
+    })
+    .unwrap_or(Outcome::Failed(ErrorKind::Other))
+}
+
+/// `resume_end` when the job paused again, back into the one-entry slot it came from (see
+/// `asyncjob::split::resume_end_paused` for `HOOKED`): without a hook, the caller needs no stack
+/// frame. True when done; false, with nothing changed, in every other case.
+///
+/// # Safety
+///
+/// As for `resume_end`.
+#[cfg(split_entry_points)]
+#[inline(always)]
+pub(crate) unsafe fn resume_end_plain<const HOOKED: bool>(
+    id: usize,
+    flight: *mut asyncjob::split::ResumeInFlight<JobResult>,
+) -> bool {
+    with_cached_state(|st| {
+        if st.recent_id.get() != id {
+            return false;
+        }
+        // SAFETY: guaranteed by the caller.
+        let Some(job) = (unsafe { asyncjob::split::resume_end_paused::<_, HOOKED>(flight) }) else {
+            return false;
+        };
+        // Back into the slot it was taken from: the slot is empty, as `park` finds it (whatever a
+        // nested call refused inside the job put back into the slot changed its id).
+        let empty = st.recent_job.replace(Some(job));
+        debug_assert!(empty.is_none());
+        std::mem::forget(empty);
+        true
+    })
+    .unwrap_or(false)
 }
 
 /// The wait context of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of this

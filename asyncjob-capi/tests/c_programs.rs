@@ -232,6 +232,11 @@ fn libcrypto_integration_error_queue_libctx_and_cleanup() {
 }
 
 #[test]
+fn a_backtrace_inside_a_job_reaches_the_caller_of_async_start_job() {
+    run_checks("backtrace", Link::AsyncJob, &[]);
+}
+
+#[test]
 fn deviations_are_safe() {
     run_checks("deviations", Link::AsyncJob, &[]);
 }
