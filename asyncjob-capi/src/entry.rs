@@ -7,24 +7,26 @@
 //! the two entry points returns to its caller right after its switch comes back, which costs two
 //! mispredicted returns per pause→resume round trip (about 22 of 44 ns on the development machine;
 //! see `asyncjob-sys/benches/switch.rs`). Each thunk instead calls a Rust first half (everything
-//! before the switch), makes the switch, calls a Rust second half if there is anything left to do,
-//! and returns to its caller by `pop` and an indirect `jmp`, which the branch predictor learns.
-//! Every other call of `ASYNC_start_job` (a start, a NULL `job`) goes to a Rust function of `ffi`
-//! by a tail jump.
+//! before the switch), which ends in the switch, made as a call in tail position: the switch comes
+//! back straight to the thunk. The thunk then calls a Rust second half if there is anything left to
+//! do, and returns to its caller by `pop` and an indirect `jmp`, which the branch predictor learns.
+//! (Should the compiler not turn a first half's switch into a jump, the first half returns after
+//! it: one mispredicted return, nothing wrong.) Every other call of `ASYNC_start_job` (a start, a
+//! NULL `job`) goes to a Rust function of `ffi` by a tail jump.
 //!
 //! The halves keep the steps of the Rust functions, in their order; asyncjob's `split` module holds
 //! the bookkeeping on either side of the switch. Each half has a common case written to need no
-//! stack frame (libcrypto known alive, the job in the one-entry slot, no switch hook, no job
-//! running), a variant for a switch hook, and the general case out of line; a pause's second half
-//! only runs when the resumer left it work (see `asyncjob::split::RESUMED_DONE`). The thunks carry
-//! no `endbr64`: Rust code is never built for indirect-branch tracking, so the library is not
+//! stack frame (libcrypto known alive, not panicking, the job in the one-entry slot, no switch hook,
+//! no job running), a variant for a switch hook, and the general case out of line; a pause's second
+//! half only runs when the resumer left it work (see `asyncjob::split::RESUMED_DONE`). The thunks
+//! carry no `endbr64`: Rust code is never built for indirect-branch tracking, so the library is not
 //! IBT-marked.
 
 use std::ffi::{c_int, c_void};
 use std::mem::{MaybeUninit, offset_of, size_of};
 use std::ptr;
 
-use asyncjob::split::{self, PAUSE_VALUE, RESUMED_DONE, RawSwitch, ResumeInFlight};
+use asyncjob::split::{self, RESUMED_DONE, ResumeInFlight};
 
 use crate::ffi;
 use crate::state::{self, JobResult};
@@ -37,89 +39,78 @@ struct ResumeFrame {
     ret: *mut c_int,
     /// The return value when there was no switch to make.
     code: c_int,
-    /// The value of the switch to make.
-    wake: usize,
     /// The job being resumed (`*job`).
     id: usize,
     flight: MaybeUninit<ResumeInFlight<JobResult>>,
 }
 
-/// No switch to make.
-const NO_SWITCH: RawSwitch = RawSwitch {
-    from: ptr::null_mut(),
-    to: ptr::null_mut(),
-};
+/// What a first half returns when it made no switch (a switch never comes back with 0).
+const NO_SWITCH: *mut c_void = ptr::null_mut();
 
 /// Bytes the start thunk reserves: the frame, 16-byte aligned, plus 8 so that the stack is aligned
 /// at its calls (it is entered with the return address just pushed).
 const RESUME_RESERVE: usize = size_of::<ResumeFrame>().div_ceil(16) * 16 + 8;
 
 /// The first half of `ASYNC_start_job` for a resume (`job` and `*job` not NULL, checked by the
-/// thunk): its steps before the switch; without a switch to make, `code` holds the result.
+/// thunk): its steps up to and including the switch. Returns the value the switch came back with,
+/// or `NO_SWITCH`, with the result in `code`, when there was none to make.
 ///
-/// The common case (libcrypto known alive, the job in the one-entry slot, no switch hook) is done
-/// here without a stack frame; with a switch hook by `resume_first_half_hooked`, everything else by
-/// `resume_first_half_in_full`.
+/// The common case (libcrypto known alive, not panicking, the job in the one-entry slot, no switch
+/// hook) is done here without a stack frame; with a switch hook by `resume_first_half_hooked`,
+/// everything else by `resume_first_half_in_full`.
 ///
 /// # Safety
 ///
-/// Called by the thunk only, with its frame, whose `job` and `ret` are the application's.
-unsafe extern "C" fn resume_first_half(frame: *mut ResumeFrame) -> RawSwitch {
-    // Asked first: the answer may take a call, across which only `frame` is then live.
-    let panicking = std::thread::panicking();
-    if ffi::crypto_known_alive() {
-        if split::hook_installed() {
-            // SAFETY: guaranteed by the caller.
-            return unsafe { resume_first_half_hooked(frame, panicking) };
-        }
+/// Called by the thunk only, with its frame, whose `job` and `ret` are the application's; the thunk
+/// keeps the frame in place until the second half.
+unsafe extern "C" fn resume_first_half(frame: *mut ResumeFrame) -> *mut c_void {
+    // Asked first, and only once the answer is known: nothing is then live across its call, if any.
+    if std::thread::panicking() || !ffi::crypto_known_alive() {
         // SAFETY: guaranteed by the caller.
-        if let Some(switch) = unsafe { resume_first_half_plain::<false>(frame, panicking) } {
-            return switch;
-        }
+        return unsafe { resume_first_half_in_full(frame) };
+    }
+    if split::hook_installed() {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { resume_first_half_hooked(frame) };
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { resume_first_half_in_full(frame) }
+    unsafe { resume_first_half_plain::<false>(frame) }
 }
 
-/// `resume_first_half` with a switch hook installed.
+/// `resume_first_half` with a switch hook installed (and not panicking).
 ///
 /// # Safety
 ///
-/// As for `resume_first_half`; `panicking` is `std::thread::panicking()`.
+/// As for `resume_first_half`.
 #[inline(never)]
-unsafe extern "C" fn resume_first_half_hooked(
-    frame: *mut ResumeFrame,
-    panicking: bool,
-) -> RawSwitch {
+unsafe extern "C" fn resume_first_half_hooked(frame: *mut ResumeFrame) -> *mut c_void {
     // SAFETY: guaranteed by the caller.
-    if let Some(switch) = unsafe { resume_first_half_plain::<true>(frame, panicking) } {
-        return switch;
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { resume_first_half_in_full(frame) }
+    unsafe { resume_first_half_plain::<true>(frame) }
 }
 
-/// The common case of `resume_first_half` (see `state::resume_begin_plain`); `None`, with nothing
-/// changed, in every other case.
+/// The common case of `resume_first_half` when not panicking (see `state::resume_begin_plain`),
+/// with `resume_first_half_in_full` for every other case.
 ///
 /// # Safety
 ///
-/// As for `resume_first_half_hooked`.
+/// As for `resume_first_half`.
 #[inline(always)]
-unsafe fn resume_first_half_plain<const HOOKED: bool>(
-    frame: *mut ResumeFrame,
-    panicking: bool,
-) -> Option<RawSwitch> {
+unsafe fn resume_first_half_plain<const HOOKED: bool>(frame: *mut ResumeFrame) -> *mut c_void {
     // SAFETY: the thunk's frame, alive until the thunk returns and used by nobody else.
     let f = unsafe { &mut *frame };
     // SAFETY: the caller's job pointer, not NULL (checked by the thunk).
     let id = unsafe { *f.job } as usize;
-    // SAFETY: the thunk makes the switch at once and keeps the frame in place until the second half.
-    let (switch, wake) =
-        unsafe { state::resume_begin_plain::<HOOKED>(id, &mut f.flight, panicking) }?;
+    // SAFETY: the switch is made at once, and the thunk keeps the frame in place until the second
+    // half.
+    let Some((switch, wake)) =
+        (unsafe { state::resume_begin_plain::<HOOKED>(id, &mut f.flight, false) })
+    else {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { resume_first_half_in_full(frame) };
+    };
     f.id = id;
-    f.wake = wake;
-    Some(switch)
+    // SAFETY: the switch that `resume_begin_plain` asked for, made at once.
+    unsafe { split::switch_into(switch, wake) }
 }
 
 /// `resume_first_half` in every case.
@@ -129,7 +120,7 @@ unsafe fn resume_first_half_plain<const HOOKED: bool>(
 /// As for `resume_first_half`.
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn resume_first_half_in_full(frame: *mut ResumeFrame) -> RawSwitch {
+unsafe extern "C" fn resume_first_half_in_full(frame: *mut ResumeFrame) -> *mut c_void {
     // SAFETY: the thunk's frame, alive until the thunk returns and used by nobody else.
     let f = unsafe { &mut *frame };
     // `ffi::ASYNC_start_job`'s steps for a resume, in its order: libcrypto's state, then the job.
@@ -139,12 +130,13 @@ unsafe extern "C" fn resume_first_half_in_full(frame: *mut ResumeFrame) -> RawSw
     }
     // SAFETY: the caller's job pointer, not NULL (checked by the thunk).
     let id = unsafe { *f.job } as usize;
-    // SAFETY: the thunk makes the switch at once and keeps the frame in place until the second half.
+    // SAFETY: the switch is made at once, and the thunk keeps the frame in place until the second
+    // half.
     match unsafe { state::resume_begin(id, &mut f.flight) } {
         Ok((switch, wake)) => {
             f.id = id;
-            f.wake = wake;
-            switch
+            // SAFETY: the switch that `resume_begin` asked for, made at once.
+            unsafe { split::switch_into(switch, wake) }
         }
         Err(outcome) => {
             // SAFETY: the caller's pointers, `job` not NULL.
@@ -161,7 +153,7 @@ unsafe extern "C" fn resume_first_half_in_full(frame: *mut ResumeFrame) -> RawSw
 ///
 /// # Safety
 ///
-/// Called by the thunk only, with the frame that `resume_first_half` returned a switch for.
+/// Called by the thunk only, with the frame whose first half made a switch.
 unsafe extern "C" fn resume_second_half(frame: *mut ResumeFrame, exit: *mut c_void) -> c_int {
     // SAFETY: guaranteed by the caller.
     unsafe {
@@ -233,15 +225,37 @@ unsafe extern "C" fn resume_second_half_in_full(
     }
 }
 
-/// The first half of `ASYNC_pause_job`.
+/// The first half of `ASYNC_pause_job`, up to and including its switch: the value the switch came
+/// back with, or `RESUMED_DONE` when there was none to make (the pause is done). Not panicking (the
+/// common case), nothing is live across a call; panicking, `pause_first_half_in_full`.
 ///
 /// # Safety
 ///
-/// Called by the thunk only, which makes the switch returned at once.
-unsafe extern "C" fn pause_first_half() -> RawSwitch {
-    // SAFETY: the thunk makes the switch at once and calls `pause_second_half` right after, unless
-    // the switch brings back `RESUMED_DONE`.
-    unsafe { split::pause_begin() }.unwrap_or(NO_SWITCH)
+/// Called by the thunk only, which calls `pause_second_half` with the value, unless it is
+/// `RESUMED_DONE`.
+unsafe extern "C" fn pause_first_half() -> *mut c_void {
+    if std::thread::panicking() {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { pause_first_half_in_full(true) };
+    }
+    // SAFETY: as for `pause_first_half_in_full`.
+    unsafe { pause_first_half_in_full(false) }
+}
+
+/// `pause_first_half`, `panicking` being `std::thread::panicking()`.
+///
+/// # Safety
+///
+/// As for `pause_first_half`.
+#[inline(always)]
+unsafe fn pause_first_half_in_full(panicking: bool) -> *mut c_void {
+    // SAFETY: the switch is made at once, and the thunk calls `pause_second_half` right after it
+    // unless the switch brings back `RESUMED_DONE`.
+    match unsafe { split::pause_begin(panicking) } {
+        // SAFETY: the switch that `pause_begin` asked for, made at once.
+        Some(switch) => unsafe { split::switch_back(switch) },
+        None => RESUMED_DONE as *mut c_void,
+    }
 }
 
 /// The second half of `ASYNC_pause_job`, once its switch has come back with `wake` (anything but
@@ -274,13 +288,10 @@ std::arch::global_asm!(
     "mov [rsp + {job}], rdi",
     "mov [rsp + {ret}], rdx",
     "mov rdi, rsp",
+    // The first half makes the switch; 0: none made.
     "call {resume_first}",
     "test rax, rax",
     "jz 2f",
-    "mov rdi, rax",
-    "mov rsi, rdx",
-    "mov rdx, [rsp + {wake}]",
-    "call qword ptr [rip + asyncjob_fiber_switch_into@GOTPCREL]",
     "mov rdi, rsp",
     "mov rsi, rax",
     "call {resume_second}",
@@ -313,13 +324,8 @@ std::arch::global_asm!(
     ".cfi_startproc",
     "sub rsp, 8",
     ".cfi_adjust_cfa_offset 8",
+    // The first half makes the switch, if any.
     "call {pause_first}",
-    "test rax, rax",
-    "jz 2f",
-    "mov rdi, rax",
-    "mov rsi, rdx",
-    "mov edx, {pause_value}",
-    "call qword ptr [rip + asyncjob_fiber_switch_back@GOTPCREL]",
     "cmp rax, {resumed_done}",
     "je 2f",
     "mov rdi, rax",
@@ -338,9 +344,7 @@ std::arch::global_asm!(
     job = const offset_of!(ResumeFrame, job),
     ret = const offset_of!(ResumeFrame, ret),
     code = const offset_of!(ResumeFrame, code),
-    wake = const offset_of!(ResumeFrame, wake),
     resumed_done = const RESUMED_DONE,
-    pause_value = const PAUSE_VALUE,
     resume_first = sym resume_first_half,
     resume_second = sym resume_second_half,
     start_job = sym ffi::ASYNC_start_job,

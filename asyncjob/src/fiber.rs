@@ -335,7 +335,7 @@ impl<D> Fiber<D> {
     }
 
     /// The part of `suspend` before its switch, for a caller that makes the switch itself
-    /// (`asyncjob_fiber_switch_back(from, to, PAUSE_VALUE)`), then hands its value to `suspend_end`.
+    /// ([`switch_back`]), then hands its value to `suspend_end`.
     /// `Err` when there is no switch to make: `suspend`'s answer is in it. `panicking` is
     /// `thread::panicking()`, asked by the caller.
     ///
@@ -463,13 +463,44 @@ pub(crate) fn wake_value(wake: Wake) -> usize {
     }
 }
 
+/// Makes `switch` into a fiber, waking it with `value` (the value `Job::resume_begin` returned
+/// beside the switch), for a caller that makes the switch itself; returns the value the fiber comes
+/// back with (never 0). Written as a call in tail position, it becomes a jump: the switch then comes back
+/// straight to the caller's caller.
+///
+/// # Safety
+///
+/// As `Job::resume_begin` requires of the switch it returns.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn switch_into(switch: RawSwitch, value: usize) -> *mut c_void {
+    // SAFETY: guaranteed by the caller.
+    unsafe { sys::asyncjob_fiber_switch_into(switch.from, switch.to, value as *mut c_void) }
+}
+
+/// Makes `switch` out of the running fiber back to its resumer, for a caller of `pause_begin` that
+/// makes the switch itself; returns the value the fiber is woken with (never 0). As
+/// [`switch_into`], a call in tail position becomes a jump.
+///
+/// # Safety
+///
+/// As `pause_begin` requires of the switch it returns.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn switch_back(switch: RawSwitch) -> *mut c_void {
+    // SAFETY: guaranteed by the caller.
+    unsafe { sys::asyncjob_fiber_switch_back(switch.from, switch.to, EXIT_PAUSED as *mut c_void) }
+}
+
+// The values that come back from a switch are never 0, so that a caller can tell "no switch made"
+// apart by 0 (see `switch_into`).
+const _: () = assert!(WAKE_RESUME != 0 && WAKE_CANCEL != 0 && WAKE_RESUME_WITH_WORK != 0);
+const _: () = assert!(EXIT_PAUSED != 0 && EXIT_FINISHED != 0);
+
 /// What the switch after `pause_begin` brings back when the pause has nothing left to do: the
 /// resumer did the round's work (see `Wake::Resume`), so `pause_end` may be skipped.
 #[doc(hidden)]
 pub const RESUMED_DONE: usize = WAKE_RESUME;
-/// The value a pause passes to `asyncjob_fiber_switch_back` (after `pause_begin`).
-#[doc(hidden)]
-pub const PAUSE_VALUE: usize = EXIT_PAUSED;
 
 /// How `switch_in` enters a fiber.
 #[derive(Clone, Copy)]

@@ -641,8 +641,10 @@ fn woken_up(fiber: &JobFiber, wake: Wake) {
 /// must not return right after a switch (the C face's `ASYNC_pause_job`: its return would follow a
 /// jump from another stack, which the processor's return-address predictor gets wrong). `None`:
 /// nothing to switch, `pause` is done. `Some(switch)`: the caller switches with
-/// `asyncjob_fiber_switch_back(switch.from, switch.to, PAUSE_VALUE)` and hands the switch's value to
-/// [`pause_end`], unless it is [`RESUMED_DONE`](crate::split::RESUMED_DONE): then the pause is done.
+/// [`switch_back`](crate::split::switch_back) and hands the switch's value to [`pause_end`], unless
+/// it is [`RESUMED_DONE`](crate::split::RESUMED_DONE): then the pause is done. `panicking` is
+/// `std::thread::panicking()`, as the caller found it (a caller that wants no stack frame asks it
+/// first, since the answer may take a call).
 ///
 /// # Safety
 ///
@@ -650,9 +652,7 @@ fn woken_up(fiber: &JobFiber, wake: Wake) {
 /// calls `pause_end` with its value as soon as it comes back (or skips it for `RESUMED_DONE`).
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn pause_begin() -> Option<crate::fiber::RawSwitch> {
-    // Asked first: the answer may take a call, and nothing else is live across it then.
-    let panicking = std::thread::panicking();
+pub unsafe fn pause_begin(panicking: bool) -> Option<crate::fiber::RawSwitch> {
     let t = thread::thread();
     if t.pause_blocked() > 0 {
         return None;

@@ -187,7 +187,7 @@ mod wait_ctx;
 /// entry points, which must not return right after a switch. Not a public API.
 #[doc(hidden)]
 pub mod split {
-    pub use crate::fiber::{PAUSE_VALUE, RESUMED_DONE, RawSwitch};
+    pub use crate::fiber::{RESUMED_DONE, RawSwitch, switch_back, switch_into};
     pub use crate::hook::installed as hook_installed;
     pub use crate::job::{ResumeInFlight, pause_begin, pause_end, resume_end, resume_end_paused};
 }
