@@ -1,5 +1,6 @@
 //! Fibers: a closure running on a stack of its own, switched to and from explicitly. The only module
-//! that calls `asyncjob_sys`.
+//! that calls `asyncjob_sys`, apart from the one query of the backend that `stack` makes (whether
+//! fibers run on stacks that asyncjob provides).
 //!
 //! This layer knows stacks, fibers and switching, nothing of jobs, pools or threads' job state: a
 //! [`Fiber`] carries an opaque payload `D` for the layers above. Its safe vocabulary: create a fiber
@@ -44,12 +45,6 @@ const MIN_CUSTOM_STACK: usize = 16 * 1024;
 pub(crate) fn is_capable() -> bool {
     // SAFETY: a pure query with no preconditions.
     unsafe { sys::asyncjob_fiber_is_capable() != 0 }
-}
-
-/// Whether fibers run on stacks that asyncjob provides (false with Windows Fibers).
-pub(crate) fn uses_caller_stacks() -> bool {
-    // SAFETY: a pure query with no preconditions.
-    unsafe { sys::asyncjob_fiber_uses_caller_stack() != 0 }
 }
 
 /// The name of the compiled fiber backend.
@@ -522,7 +517,7 @@ pub(crate) fn leaked_fibers() -> usize {
 }
 
 fn allocate_stack() -> Option<Stack> {
-    if !uses_caller_stacks() {
+    if !stack::uses_caller_stacks() {
         return Some(Stack::Os);
     }
     match stack::allocator() {

@@ -5,6 +5,8 @@ use std::ptr::{self, NonNull};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use asyncjob_sys as sys;
+
 use crate::error::Error;
 
 /// Usable bytes of a stack from the default allocator: 256 KiB.
@@ -145,12 +147,19 @@ impl<T> Drop for FixedOnUse<T> {
 /// one. After that it fails with [`Error::AllocatorLocked`], for ever, as in OpenSSL. On Windows the
 /// operating system owns fiber stacks and this fails with [`Error::Unsupported`].
 pub fn set_stack_allocator(allocator: Box<dyn StackAllocator>) -> Result<(), Error> {
-    if !crate::fiber::uses_caller_stacks() {
+    if !uses_caller_stacks() {
         return Err(Error::Unsupported);
     }
     ALLOCATOR
         .set(allocator)
         .map_err(|_refused| Error::AllocatorLocked)
+}
+
+/// Whether the fiber backend runs fibers on stacks that asyncjob provides (false with Windows
+/// Fibers, whose stacks the operating system owns).
+pub(crate) fn uses_caller_stacks() -> bool {
+    // SAFETY: a pure query with no preconditions.
+    unsafe { sys::asyncjob_fiber_uses_caller_stack() != 0 }
 }
 
 /// True once a job stack has been allocated in this process, so that the allocator can no longer be
