@@ -3,7 +3,7 @@
 # everything is present already. Cross-target toolchains are installed by the steps that need them.
 set -euo pipefail
 need=()
-for pkg in gcc make pkg-config libssl-dev openssl valgrind; do
+for pkg in gcc make pkg-config libssl-dev openssl valgrind gdb; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -ne 0 ]; then

@@ -236,6 +236,157 @@ fn a_backtrace_inside_a_job_reaches_the_caller_of_async_start_job() {
     run_checks("backtrace", Link::AsyncJob, &[]);
 }
 
+/// Backtraces that gdb takes at each call the x86_64 Linux entry thunks (`src/entry.rs`) make: at
+/// the switches (made by the first halves as tail calls, so they return into the thunks) and in the
+/// second halves. Each must walk through the thunk to the C code that called the entry point, which
+/// needs the thunks' hand-written CFI to be right at each of those calls. The in-process
+/// `backtrace.c` covers a trace taken inside a job; the pause's thunk is only ever on the stack
+/// while the library's own code runs, hence the debugger.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_debugger_walks_through_the_entry_points_at_each_of_their_calls() {
+    // Each breakpoint with the frames its backtraces must hold, from the first that names the
+    // function stopped in (frames inlined into it come before): each right after the one before,
+    // except after `GAP`: the first halves' frames, where the compiler did not make the switch a
+    // tail call (as in the dev profile), and the frames of the job's own stack down to the
+    // resumer's.
+    const GAP: &str = "";
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "asyncjob_fiber_switch_back",
+            &[
+                "asyncjob_fiber_switch_back",
+                GAP,
+                "ASYNC_pause_job",
+                "paused_job",
+            ],
+        ),
+        (
+            "asyncjob_fiber_switch_into",
+            &[
+                "asyncjob_fiber_switch_into",
+                GAP,
+                "ASYNC_start_job",
+                "resume_here",
+                "main",
+            ],
+        ),
+        (
+            "asyncjob::entry::pause_second_half",
+            &[
+                "pause_second_half",
+                "ASYNC_pause_job",
+                "paused_job",
+                GAP,
+                "ASYNC_start_job",
+                "resume_here",
+                "main",
+            ],
+        ),
+        (
+            "asyncjob::entry::resume_second_half",
+            &[
+                "resume_second_half",
+                "ASYNC_start_job",
+                "resume_here",
+                "main",
+            ],
+        ),
+    ];
+    let bin = build("debugger", Link::AsyncJob);
+    let mut script = String::from(
+        "set pagination off\nset confirm off\nset debuginfod enabled off\n\
+         set breakpoint pending on\n",
+    );
+    for (at, _) in expected {
+        script +=
+            &format!("break {at}\ncommands\nsilent\necho @@stop {at}\\n\nbt\ncontinue\nend\n");
+    }
+    script += "run\n";
+    let script_path = bin.with_extension("gdb");
+    std::fs::write(&script_path, script).expect("write the gdb script");
+    let out = Command::new("timeout")
+        .args(["120", "gdb", "-batch", "-nx", "-x"])
+        .arg(&script_path)
+        .arg(&bin)
+        .output()
+        .expect("run gdb under timeout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("debugger: "),
+        "gdb ({}; it is needed, ci/setup.sh installs it) did not run the program through:\n\
+         stdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains(" checks, 0 failures"), "{stdout}");
+    for (at, chain) in expected {
+        let marker = format!("@@stop {at}\n");
+        let stops: Vec<&str> = stdout.split(&marker).skip(1).collect();
+        assert!(!stops.is_empty(), "gdb never stopped at {at}:\n{stdout}");
+        for stop in stops {
+            let frames: Vec<&str> = stop
+                .lines()
+                .take_while(|l| l.starts_with('#'))
+                .map(frame_function)
+                .collect();
+            assert!(
+                walks_through(&frames, chain, GAP),
+                "the backtrace at {at} does not go {chain:?}:\n{stop}"
+            );
+        }
+    }
+}
+
+/// The function of a gdb backtrace line: `#1  0x... in NAME (...) from ...` or `#0  NAME (...) at ...`.
+#[cfg(target_arch = "x86_64")]
+fn frame_function(line: &str) -> &str {
+    let rest = line
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, r)| r.trim_start());
+    let rest = match rest.split_once(" in ") {
+        Some((addr, name)) if addr.starts_with("0x") => name,
+        _ => rest,
+    };
+    rest.split(" (").next().unwrap_or(rest)
+}
+
+/// Whether `frames` hold `chain` in order from the first frame that names `chain[0]`, each frame
+/// right after the one before, except after a `gap` entry. A frame names a function if it is that
+/// function or a path ending in it.
+#[cfg(target_arch = "x86_64")]
+fn walks_through(frames: &[&str], chain: &[&str], gap: &str) -> bool {
+    let names = |frame: &str, function: &str| {
+        frame == function || frame.ends_with(&format!("::{function}"))
+    };
+    let mut at = None::<usize>;
+    let mut after_gap = true;
+    for &function in chain {
+        if function == gap {
+            after_gap = true;
+            continue;
+        }
+        let from = at.map_or(0, |i| i + 1);
+        let found = if after_gap {
+            frames[from.min(frames.len())..]
+                .iter()
+                .position(|f| names(f, function))
+                .map(|i| from + i)
+        } else {
+            frames
+                .get(from)
+                .filter(|f| names(f, function))
+                .map(|_| from)
+        };
+        match found {
+            Some(i) => at = Some(i),
+            None => return false,
+        }
+        after_gap = false;
+    }
+    true
+}
+
 #[test]
 fn deviations_are_safe() {
     run_checks("deviations", Link::AsyncJob, &[]);
