@@ -64,7 +64,8 @@ const RESUME_RESERVE: usize = size_of::<ResumeFrame>().div_ceil(16) * 16 + 8;
 /// Called by the thunk only, with its frame, whose `job` and `ret` are the application's; the thunk
 /// keeps the frame in place until the second half.
 unsafe extern "C" fn resume_first_half(frame: *mut ResumeFrame) -> *mut c_void {
-    // Asked first, and only once the answer is known: nothing is then live across its call, if any.
+    // Asked first, so that only `frame` is live across the call the answer may take; a panicking
+    // thread goes the general way.
     if std::thread::panicking() || !ffi::crypto_known_alive() {
         // SAFETY: guaranteed by the caller.
         return unsafe { resume_first_half_in_full(frame) };
