@@ -252,7 +252,7 @@ unsafe extern "C" fn pause_first_half() -> *mut c_void {
 unsafe fn pause_first_half_in_full(panicking: bool) -> *mut c_void {
     // SAFETY: the switch is made at once, and the thunk calls `pause_second_half` right after it
     // unless the switch brings back `RESUMED_DONE`.
-    match unsafe { split::pause_begin(panicking) } {
+    match unsafe { split::pause_begin(|| panicking) } {
         // SAFETY: the switch that `pause_begin` asked for, made at once.
         Some(switch) => unsafe { split::switch_back(switch) },
         None => RESUMED_DONE as *mut c_void,

@@ -304,8 +304,8 @@ impl<D> Fiber<D> {
     }
 
     /// The part of a launch or resume before its switch: lends the fiber the output slot and the
-    /// resumer. A caller that makes the switch itself (`asyncjob_fiber_switch_into(from, to, value)`,
-    /// with the value `wake_value` gives) then hands the slot and the switch's value to `exit_of`.
+    /// resumer. A caller that makes the switch itself ([`switch_into`], with the value `wake_value`
+    /// gives) then hands the slot and the switch's value to `exit_of`.
     ///
     /// # Safety
     ///
@@ -329,17 +329,23 @@ impl<D> Fiber<D> {
         }
     }
 
-    /// The part of `suspend` before its switch, for a caller that makes the switch itself
-    /// ([`switch_back`]), then hands its value to `suspend_end`.
-    /// `Err` when there is no switch to make: `suspend`'s answer is in it. `panicking` is
-    /// `thread::panicking()`, asked by the caller.
+    /// Prepares handing control back to the resumer until woken: the caller then makes the switch
+    /// ([`switch_back`]) and hands its value to `suspend_end`. `Err` when there is no switch to
+    /// make: `Err(None)` while the fiber's code unwinds from a panic it did not enter with (the
+    /// thread's panic count is per thread, and a switch would carry it to the resumer),
+    /// `Err(Some(Wake::Cancel))` when it was cancelled and must keep unwinding. `panicking` answers
+    /// `thread::panicking()`; it is asked only when the answer matters, and a caller that already
+    /// knows it passes it in a closure.
     ///
     /// # Safety
     ///
-    /// As for `suspend`.
+    /// Must be called on this fiber's own stack, while it runs.
     #[inline(always)]
-    pub(crate) unsafe fn suspend_begin(&self, panicking: bool) -> Result<RawSwitch, Option<Wake>> {
-        if panicking && (self.cancelling.get() || !self.entered_panicking.get()) {
+    pub(crate) unsafe fn suspend_begin(
+        &self,
+        panicking: impl FnOnce() -> bool,
+    ) -> Result<RawSwitch, Option<Wake>> {
+        if panicking() && (self.cancelling.get() || !self.entered_panicking.get()) {
             return Err(None);
         }
         if self.cancelling.get() {
@@ -364,28 +370,6 @@ impl<D> Fiber<D> {
                 Wake::Cancel
             }
         }
-    }
-
-    /// Hand control back to the resumer until woken. Returns `None` without switching while the
-    /// fiber's code unwinds (from a panic or its cancellation): the thread's panic count is per
-    /// thread, and a switch would carry it to the resumer.
-    ///
-    /// # Safety
-    ///
-    /// Must be called on this fiber's own stack, while it runs.
-    #[inline]
-    pub(crate) unsafe fn suspend(&self) -> Option<Wake> {
-        // SAFETY: guaranteed by the caller.
-        let switch = match unsafe { self.suspend_begin(thread::panicking()) } {
-            Ok(switch) => switch,
-            Err(answer) => return answer,
-        };
-        // SAFETY: this fiber is the one running (guaranteed by the caller), and its resumer is
-        // suspended inside its switch into this fiber, waiting for exactly this switch.
-        let wake = unsafe {
-            sys::asyncjob_fiber_switch_back(switch.from, switch.to, EXIT_PAUSED as *mut c_void)
-        };
-        Some(self.suspend_end(wake))
     }
 
     /// Whether this fiber was woken with [`Wake::Cancel`].
@@ -432,7 +416,6 @@ pub(crate) fn exit_of<R>(output: Option<thread::Result<R>>, exit: *mut c_void) -
         }
         None => {
             debug_assert_eq!(exit as usize, EXIT_PAUSED);
-            let _ = exit;
             Exit::Paused
         }
     }
@@ -460,8 +443,8 @@ pub(crate) fn wake_value(wake: Wake) -> usize {
 
 /// Makes `switch` into a fiber, waking it with `value` (the value `Job::resume_begin` returned
 /// beside the switch), for a caller that makes the switch itself; returns the value the fiber comes
-/// back with (never 0). Written as a call in tail position, it becomes a jump: the switch then comes back
-/// straight to the caller's caller.
+/// back with (never 0). Written as a call in tail position, it becomes a jump: the switch then
+/// comes back straight to the caller's caller.
 ///
 /// # Safety
 ///

@@ -232,7 +232,9 @@ impl<R: 'static> Job<R> {
     // Always inlined, like `start` and `pause`: control comes back here by a jump from another
     // stack, so the processor's return-address predictor holds the job's return addresses, not
     // the caller's, and the `ret` of an out-of-line `resume` was mispredicted on every round trip
-    // (25 ns instead of 10 ns per pause→resume in the conformance report's loop).
+    // (25 ns instead of 10 ns per pause→resume in the conformance report's loop). Not written as
+    // `resume_begin` + switch + `resume_end`: carrying the hook and the output through a
+    // `ResumeInFlight` made the Rust round trip 120 instructions instead of 109.
     #[inline(always)]
     pub fn resume(self) -> Result<Resumed<R>, ResumeError<R>> {
         let t = owner_of(&self.fiber);
@@ -296,7 +298,7 @@ impl<R: 'static> fmt::Debug for ResumeInFlight<R> {
 
 impl<R: 'static> Job<R> {
     /// The first half of [`Job::resume`]: `Ok((switch, value))` when the caller is to switch with
-    /// `asyncjob_fiber_switch_into(switch.from, switch.to, value)` and hand the switch's value to
+    /// [`switch_into`](crate::split::switch_into)`(switch, value)` and hand the switch's value to
     /// [`resume_end`] with `flight`; `Err` as `resume` refuses.
     ///
     /// # Safety
@@ -316,10 +318,13 @@ impl<R: 'static> Job<R> {
             Err(error) => return Err(ResumeError { job: self, error }),
         };
         let fiber = self.into_fiber(t);
-        let hook = hook::hook().map(|h| (h, hook::enter(h, fiber.data.hook_word.get(), false)));
         // SAFETY: `resumer` succeeded: no job runs, `from` is the thread's own context; the rest is
         // the caller's promise.
-        Ok(unsafe { resume_in_flight(t, fiber, from, hook, flight, std::thread::panicking()) })
+        Ok(
+            unsafe {
+                resume_in_flight::<R, true>(t, fiber, from, flight, std::thread::panicking())
+            },
+        )
     }
 
     /// [`resume_begin`](Job::resume_begin) in the common case (the thread prepared, no job running),
@@ -347,34 +352,34 @@ impl<R: 'static> Job<R> {
             return Err(self);
         }
         let fiber = self.into_fiber(t);
-        let hook = if HOOKED {
-            hook::hook().map(|h| (h, hook::enter(h, fiber.data.hook_word.get(), false)))
-        } else {
-            None
-        };
         // SAFETY: no job runs, so the prepared context is the one running; the rest is the caller's
         // promise.
-        Ok(unsafe { resume_in_flight(t, fiber, from, hook, flight, panicking) })
+        Ok(unsafe { resume_in_flight::<R, HOOKED>(t, fiber, from, flight, panicking) })
     }
 }
 
-/// The common end of the two first halves: the job's round begins, the job is marked running, and
-/// the fiber is lent the output slot of `flight`. Returns the switch to make and its value.
+/// The common end of the two first halves: the job's round begins, the switch hook (if `HOOKED`
+/// and one is installed) is entered, the job is marked running, and the fiber is lent the output
+/// slot of `flight`. Returns the switch to make and its value.
 ///
 /// # Safety
 ///
 /// `from` is the thread's own context, running now, `fiber` a job paused under a `Job<R>`, and the
 /// caller makes the switch as `Job::resume_begin` requires.
 #[inline(always)]
-unsafe fn resume_in_flight<R: 'static>(
+unsafe fn resume_in_flight<R: 'static, const HOOKED: bool>(
     t: &'static ThreadState,
     fiber: JobBox,
     from: Resumer,
-    hook: Option<(&'static dyn hook::SwitchHook, usize)>,
     flight: &mut MaybeUninit<ResumeInFlight<R>>,
     panicking: bool,
 ) -> (RawSwitch, usize) {
     let wake = wake_for_resume(&fiber);
+    let hook = if HOOKED {
+        hook::hook().map(|h| (h, hook::enter(h, fiber.data.hook_word.get(), false)))
+    } else {
+        None
+    };
     t.enter_from_thread(&fiber);
     let flight = flight.write(ResumeInFlight {
         fiber,
@@ -593,19 +598,16 @@ fn release_finished(t: &ThreadState, fiber: JobBox) {
 // Always inlined for the reason given at `Job::resume`: a `ret` right after a switch is mispredicted.
 #[inline(always)]
 pub fn pause() {
-    let t = thread::thread();
-    if t.pause_blocked() > 0 {
-        return;
-    }
-    let woken = t.with_running(|running| {
-        let fiber = running?;
-        // SAFETY: the running job's code is what runs now, on that job's own stack.
-        let wake = unsafe { fiber.suspend() }?;
-        woken_up(fiber, wake);
-        Some(wake)
-    });
-    if woken == Some(Wake::Cancel) {
-        panic::resume_unwind(Box::new(CancelJob));
+    // SAFETY: the switch that `pause_begin` asks for is made at once, and `pause_end` follows it
+    // unless it came back with `RESUMED_DONE`.
+    unsafe {
+        let Some(switch) = pause_begin(std::thread::panicking) else {
+            return;
+        };
+        let wake = fiber::switch_back(switch);
+        if wake as usize != fiber::RESUMED_DONE {
+            pause_end(wake);
+        }
     }
 }
 
@@ -642,9 +644,9 @@ fn woken_up(fiber: &JobFiber, wake: Wake) {
 /// jump from another stack, which the processor's return-address predictor gets wrong). `None`:
 /// nothing to switch, `pause` is done. `Some(switch)`: the caller switches with
 /// [`switch_back`](crate::split::switch_back) and hands the switch's value to [`pause_end`], unless
-/// it is [`RESUMED_DONE`](crate::split::RESUMED_DONE): then the pause is done. `panicking` is
-/// `std::thread::panicking()`, as the caller found it (a caller that wants no stack frame asks it
-/// first, since the answer may take a call).
+/// it is [`RESUMED_DONE`](crate::split::RESUMED_DONE): then the pause is done. `panicking` answers
+/// `std::thread::panicking()`, asked only when the answer matters (a caller that wants no stack
+/// frame asks it first, since the answer may take a call, and passes the answer).
 ///
 /// # Safety
 ///
@@ -652,7 +654,7 @@ fn woken_up(fiber: &JobFiber, wake: Wake) {
 /// calls `pause_end` with its value as soon as it comes back (or skips it for `RESUMED_DONE`).
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn pause_begin(panicking: bool) -> Option<crate::fiber::RawSwitch> {
+pub unsafe fn pause_begin(panicking: impl FnOnce() -> bool) -> Option<RawSwitch> {
     let t = thread::thread();
     if t.pause_blocked() > 0 {
         return None;
