@@ -29,7 +29,7 @@ use std::ptr;
 use asyncjob::split::{self, RESUMED_DONE, ResumeInFlight};
 
 use crate::ffi;
-use crate::state::{self, JobResult};
+use crate::state::{self, JobResult, StateRef};
 
 /// A resume's frame in the `ASYNC_start_job` thunk: the arguments that the second half needs, as
 /// the thunk stored them, then what the first half leaves for the second.
@@ -41,6 +41,8 @@ struct ResumeFrame {
     code: c_int,
     /// The job being resumed (`*job`).
     id: usize,
+    /// The thread's state, as the first half found it.
+    state: StateRef,
     flight: MaybeUninit<ResumeInFlight<JobResult>>,
 }
 
@@ -103,13 +105,14 @@ unsafe fn resume_first_half_plain<const HOOKED: bool>(frame: *mut ResumeFrame) -
     let id = unsafe { *f.job } as usize;
     // SAFETY: the switch is made at once, and the thunk keeps the frame in place until the second
     // half.
-    let Some((switch, wake)) =
+    let Some((switch, wake, state)) =
         (unsafe { state::resume_begin_plain::<HOOKED>(id, &mut f.flight, false) })
     else {
         // SAFETY: guaranteed by the caller.
         return unsafe { resume_first_half_in_full(frame) };
     };
     f.id = id;
+    f.state = state;
     // SAFETY: the switch that `resume_begin_plain` asked for, made at once.
     unsafe { split::switch_into(switch, wake) }
 }
@@ -134,8 +137,9 @@ unsafe extern "C" fn resume_first_half_in_full(frame: *mut ResumeFrame) -> *mut 
     // SAFETY: the switch is made at once, and the thunk keeps the frame in place until the second
     // half.
     match unsafe { state::resume_begin(id, &mut f.flight) } {
-        Ok((switch, wake)) => {
+        Ok((switch, wake, state)) => {
             f.id = id;
+            f.state = state;
             // SAFETY: the switch that `resume_begin` asked for, made at once.
             unsafe { split::switch_into(switch, wake) }
         }
@@ -197,7 +201,7 @@ unsafe fn resume_second_half_plain<const HOOKED: bool>(frame: *mut ResumeFrame) 
     unsafe {
         let flight = (&raw mut (*frame).flight).cast::<ResumeInFlight<JobResult>>();
         let id = (*frame).id;
-        if !state::resume_end_plain::<HOOKED>(id, flight) {
+        if !state::resume_end_plain::<HOOKED>((*frame).state, id, flight) {
             return false;
         }
         // As `ffi::report_outcome` for a pause.
@@ -221,7 +225,7 @@ unsafe extern "C" fn resume_second_half_in_full(
     // back, and is moved out once.
     unsafe {
         let flight = (&raw mut (*frame).flight).cast::<ResumeInFlight<JobResult>>();
-        let outcome = state::resume_end((*frame).id, flight, exit);
+        let outcome = state::resume_end((*frame).state, (*frame).id, flight, exit);
         ffi::report_outcome((*frame).job, (*frame).ret, outcome)
     }
 }

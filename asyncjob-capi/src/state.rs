@@ -292,26 +292,52 @@ pub(crate) fn resume(id: usize) -> Outcome {
     .unwrap_or(Outcome::Failed(ErrorKind::Other))
 }
 
+/// This thread's state as the first half of a resume found it, kept for the second half (see
+/// `entry`), which so needs no lookup of its own.
+#[cfg(split_entry_points)]
+#[derive(Clone, Copy)]
+pub(crate) struct StateRef(*const ThreadState);
+
+#[cfg(split_entry_points)]
+impl StateRef {
+    /// # Safety
+    ///
+    /// Called on the thread whose first half made it, before that `ASYNC_start_job` returns. The
+    /// state is then alive: it is destroyed only when its thread exits, and a thread cannot exit
+    /// inside that call (a thread exiting inside a job aborts the process).
+    #[inline(always)]
+    unsafe fn get<'a>(self) -> &'a ThreadState {
+        // SAFETY: guaranteed by the caller.
+        unsafe { &*self.0 }
+    }
+}
+
+/// The switch a first half asks for (see `asyncjob::split::switch_into`): the switch, its value,
+/// and the state for the second half.
+#[cfg(split_entry_points)]
+pub(crate) type ResumeSwitch = (asyncjob::split::RawSwitch, usize, StateRef);
+
 /// The first half of `resume` around a switch that the caller makes itself (see `entry`):
-/// `Ok((switch, value))` to make, or `Err` with the outcome when there is none.
+/// `Ok` with the switch to make, or `Err` with the outcome when there is none.
 ///
 /// # Safety
 ///
 /// As for `asyncjob::Job::resume_begin`: after `Ok`, the caller makes that switch at once, keeps
-/// `flight` in place and untouched, and then calls `resume_end` with the same `id` and `flight`.
+/// `flight` in place and untouched, and then calls `resume_end` with the same `id` and `flight`
+/// and the `StateRef`.
 #[cfg(split_entry_points)]
 #[inline(always)]
 pub(crate) unsafe fn resume_begin(
     id: usize,
     flight: &mut std::mem::MaybeUninit<asyncjob::split::ResumeInFlight<JobResult>>,
-) -> Result<(asyncjob::split::RawSwitch, usize), Outcome> {
+) -> Result<ResumeSwitch, Outcome> {
     with_state(|st| {
         let Some(job) = st.unpark(id) else {
             return Err(Outcome::Unknown);
         };
         // SAFETY: passed on to the caller.
         match unsafe { job.resume_begin(flight) } {
-            Ok(switch) => Ok(switch),
+            Ok((switch, value)) => Ok((switch, value, StateRef(st))),
             Err(ResumeError { job, error }) => {
                 st.park(id, job);
                 Err(Outcome::Failed(ErrorKind::from(&error)))
@@ -334,7 +360,7 @@ pub(crate) unsafe fn resume_begin_plain<const HOOKED: bool>(
     id: usize,
     flight: &mut std::mem::MaybeUninit<asyncjob::split::ResumeInFlight<JobResult>>,
     panicking: bool,
-) -> Option<(asyncjob::split::RawSwitch, usize)> {
+) -> Option<ResumeSwitch> {
     with_cached_state(|st| {
         if st.recent_id.get() != id {
             return None;
@@ -343,7 +369,7 @@ pub(crate) unsafe fn resume_begin_plain<const HOOKED: bool>(
         let job = st.recent_job.take()?;
         // SAFETY: passed on to the caller.
         match unsafe { job.resume_begin_plain::<HOOKED>(flight, panicking) } {
-            Ok(switch) => Some(switch),
+            Ok((switch, value)) => Some((switch, value, StateRef(st))),
             Err(job) => {
                 // Back where it was: the slot was emptied just above, so there is nothing to drop.
                 std::mem::forget(st.recent_job.replace(Some(job)));
@@ -359,25 +385,24 @@ pub(crate) unsafe fn resume_begin_plain<const HOOKED: bool>(
 /// # Safety
 ///
 /// `flight` was filled by `resume_begin(id, ..)` or `resume_begin_plain(id, ..)`, whose switch has
-/// come back; it is moved out here.
+/// come back; it is moved out here. `state` came with that switch.
 #[cfg(split_entry_points)]
 #[inline(always)]
 pub(crate) unsafe fn resume_end(
+    state: StateRef,
     id: usize,
     flight: *mut asyncjob::split::ResumeInFlight<JobResult>,
     exit: *mut std::ffi::c_void,
 ) -> Outcome {
-    with_state(|st| {
-        // SAFETY: guaranteed by the caller.
-        match unsafe { asyncjob::split::resume_end(flight, exit) } {
-            Resumed::Finished(v) => finished(v),
-            Resumed::Paused(job) => {
-                st.park(id, job);
-                Outcome::Paused(id)
-            }
+    // SAFETY: guaranteed by the caller.
+    let (st, resumed) = unsafe { (state.get(), asyncjob::split::resume_end(flight, exit)) };
+    match resumed {
+        Resumed::Finished(v) => finished(v),
+        Resumed::Paused(job) => {
+            st.park(id, job);
+            Outcome::Paused(id)
         }
-    })
-    .unwrap_or(Outcome::Failed(ErrorKind::Other))
+    }
 }
 
 /// `resume_end` when the job paused again, back into the one-entry slot it came from (see
@@ -390,25 +415,25 @@ pub(crate) unsafe fn resume_end(
 #[cfg(split_entry_points)]
 #[inline(always)]
 pub(crate) unsafe fn resume_end_plain<const HOOKED: bool>(
+    state: StateRef,
     id: usize,
     flight: *mut asyncjob::split::ResumeInFlight<JobResult>,
 ) -> bool {
-    with_cached_state(|st| {
-        if st.recent_id.get() != id {
-            return false;
-        }
-        // SAFETY: guaranteed by the caller.
-        let Some(job) = (unsafe { asyncjob::split::resume_end_paused::<_, HOOKED>(flight) }) else {
-            return false;
-        };
-        // Back into the slot it was taken from: the slot is empty, as `park` finds it (whatever a
-        // nested call refused inside the job put back into the slot changed its id).
-        let empty = st.recent_job.replace(Some(job));
-        debug_assert!(empty.is_none());
-        std::mem::forget(empty);
-        true
-    })
-    .unwrap_or(false)
+    // SAFETY: guaranteed by the caller.
+    let st = unsafe { state.get() };
+    if st.recent_id.get() != id {
+        return false;
+    }
+    // SAFETY: guaranteed by the caller.
+    let Some(job) = (unsafe { asyncjob::split::resume_end_paused::<_, HOOKED>(flight) }) else {
+        return false;
+    };
+    // Back into the slot it was taken from: the slot is empty, as `park` finds it (whatever a
+    // nested call refused inside the job put back into the slot changed its id).
+    let empty = st.recent_job.replace(Some(job));
+    debug_assert!(empty.is_none());
+    std::mem::forget(empty);
+    true
 }
 
 /// The wait context of job `id` (`ASYNC_get_wait_ctx`): the running job's, or a paused job's of this
